@@ -1,0 +1,43 @@
+"""A hosting manager's console session.
+
+The bearer token itself is never stored: the session's id is derived from the
+token's SHA-256 digest, so presenting the token finds the session and nothing
+stored can be turned back into a token.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from campus.aggregates.base import CampusAggregate, natural_id
+
+
+def console_session_id_for(token_digest: str) -> UUID:
+    return natural_id("console-session", token_digest)
+
+
+class ConsoleSession(CampusAggregate):
+    @staticmethod
+    def create_id(token_digest: str) -> UUID:
+        return console_session_id_for(token_digest)
+
+    @event("Opened")
+    def __init__(
+        self,
+        token_digest: str,
+        account_id: UUID,
+        expires_at: datetime,
+        password_epoch: int,
+        new_certificate: bool,
+    ) -> None:
+        self.account_id = account_id
+        self.expires_at = expires_at
+        self.password_epoch = password_epoch
+        self.closed = False
+
+    @event("Closed")
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,239 @@
+"""Declared endpoints: one declaration validates requests and documents them.
+
+An :class:`Endpoint` names its method, path, authentication, body and query
+models (pydantic) and success status. :class:`Api` turns each into a Starlette
+route whose wrapper reads the body under a size cap, parses JSON, validates it,
+authenticates, runs the (synchronous) handler in a worker thread, and encodes
+the answer. The same declarations generate ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from campus.api.problems import from_campus_error, problem, validation_errors
+from campus.context import current_context, set_actor
+from campus.errors import CampusError, Forbidden, Invalid, Malformed, TooLarge, Unauthenticated
+
+if TYPE_CHECKING:
+    from campus.aggregates.account import HostingAccount
+    from campus.application import CampusApplication
+
+log = structlog.get_logger("campus.api")
+
+
+class Auth(str, Enum):
+    NONE = "none"
+    OPERATOR = "operator"
+    # A console session, before the licence agreement is accepted.
+    CONSOLE_ANY = "console_any"
+    # A console session of an account that accepted the licence agreement.
+    CONSOLE = "console"
+
+
+@dataclass
+class Reply:
+    body: Any = None
+    status: int | None = None
+    etag: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"
+
+
+@dataclass
+class Call:
+    """What a handler gets: the application, who is calling, and the request's parts."""
+
+    app: CampusApplication
+    path: dict[str, str]
+    query: Any
+    headers: Any
+    token: str | None = None
+    account: HostingAccount | None = None
+
+    @property
+    def account_id(self):  # noqa: ANN201
+        assert self.account is not None
+        return self.account.id
+
+    @property
+    def if_match(self) -> str | None:
+        return self.headers.get("if-match")
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    handler: Callable[..., Any]
+    auth: Auth
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    summary: str = ""
+    tag: str = ""
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(type(value).__name__)
+
+
+def encode_json(value: Any) -> bytes:
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+class Api:
+    def __init__(self) -> None:
+        self.endpoints: list[Endpoint] = []
+
+    def route(self, method: str, path: str, *, auth: Auth, body: type[BaseModel] | None = None,
+              query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
+              status: int = 200, tag: str = "") -> Callable[[Callable], Callable]:
+        def register(handler: Callable) -> Callable:
+            summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
+            self.endpoints.append(Endpoint(method, path, handler, auth, body, query, response, status, summary, tag))
+            return handler
+        return register
+
+    def get(self, path: str, **kw: Any) -> Callable[[Callable], Callable]:
+        return self.route("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Callable[[Callable], Callable]:
+        return self.route("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Callable[[Callable], Callable]:
+        return self.route("PUT", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Callable[[Callable], Callable]:
+        return self.route("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Callable[[Callable], Callable]:
+        return self.route("DELETE", path, **kw)
+
+    def starlette_routes(self, application: CampusApplication) -> list[Route]:
+        by_path: dict[str, dict[str, Endpoint]] = {}
+        for ep in self.endpoints:
+            by_path.setdefault(ep.path, {})[ep.method] = ep
+        return [Route(path, _dispatcher(application, eps), methods=list(eps)) for path, eps in by_path.items()]
+
+
+def _dispatcher(application: CampusApplication, endpoints: dict[str, Endpoint]) -> Callable:
+    async def endpoint(request: Request) -> Response:
+        ep = endpoints[request.method if request.method != "HEAD" else "GET"]
+        try:
+            raw = await _read_body(request, application.settings.max_body_bytes) if ep.body else b""
+            return await run_in_threadpool(_handle, application, ep, request, raw)
+        except CampusError as exc:
+            return from_campus_error(exc)
+    return endpoint
+
+
+async def _read_body(request: Request, cap: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise TooLarge(f"the body is {declared} bytes; the limit is {cap} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise TooLarge(f"the body exceeds the limit of {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _handle(application: CampusApplication, ep: Endpoint, request: Request, raw: bytes) -> Response:
+    """Runs in a worker thread: validate, authenticate, call, encode."""
+    try:
+        args: list[Any] = []
+        call = Call(app=application, path=dict(request.path_params), query=None, headers=request.headers)
+        if ep.query is not None:
+            call.query = _validate(ep.query, dict(request.query_params), "query.")
+        if ep.body is not None:
+            args.append(_validate(ep.body, _parse_json(raw, request), ""))
+        _authenticate(application, ep.auth, request, call)
+        result = ep.handler(call, *args)
+        response = _encode(ep, result)
+    except CampusError as exc:
+        response = from_campus_error(exc)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a clean 500
+        log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+        response = problem(500, "internal error; quote the X-Request-ID header when reporting it")
+    request.scope.setdefault("state", {})["actor"] = current_context().actor
+    return response
+
+
+def _parse_json(raw: bytes, request: Request) -> Any:
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise Malformed(f"the body must be application/json, not {media}")
+    if not raw.strip():
+        raise Malformed("a JSON body is required")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Malformed(f"the body is not valid JSON: {exc.msg} (at character {exc.pos})") from None
+
+
+def _validate(model: type[BaseModel], data: Any, prefix: str) -> BaseModel:
+    if prefix == "" and not isinstance(data, dict):
+        raise Invalid("the body must be a JSON object", errors=[{"field": "body", "message": "must be a JSON object"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = validation_errors(exc, prefix)
+        raise Invalid("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors) from None
+
+
+def _authenticate(application: CampusApplication, auth: Auth, request: Request, call: Call) -> None:
+    if auth is Auth.NONE:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("send Authorization: Bearer <token>", code="missing_token")
+    if auth is Auth.OPERATOR:
+        if not application.check_operator_token(token):
+            raise Unauthenticated("the operator token is wrong", code="invalid_token")
+        set_actor("operator")
+        return
+    account = application.authenticate_console(token)
+    set_actor(f"manager:{account.hosting_number}")
+    call.token, call.account = token, account
+    if auth is Auth.CONSOLE and not account.licence_accepted:
+        raise Forbidden(
+            "accept the licence agreement first (POST /v1/console/licence-agreement); "
+            "nothing else of the console works before", code="licence_not_accepted")
+
+
+def _encode(ep: Endpoint, result: Any) -> Response:
+    reply = result if isinstance(result, Reply) else Reply(body=result)
+    status = reply.status or ep.status
+    headers = dict(reply.headers)
+    if reply.etag:
+        headers["ETag"] = reply.etag
+    if status == 204 or reply.body is None:
+        return Response(status_code=204 if reply.body is None else status, headers=headers)
+    content = reply.body if isinstance(reply.body, bytes) else encode_json(reply.body)
+    return Response(content, status_code=status, media_type=reply.media_type, headers=headers)

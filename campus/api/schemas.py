@@ -1,0 +1,170 @@
+"""Request and response declarations (pydantic). They validate requests and,
+through :mod:`campus.api.openapi`, document them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from campus.aggregates.user import Status
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Login = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+# -- operator -------------------------------------------------------------------
+class Manager(Strict):
+    name: Name
+    email: EmailStr
+
+
+class OpenAccount(Strict):
+    establishment: Text
+    manager: Manager
+
+
+class OpenedAccountOut(BaseModel):
+    hosting_number: str = Field(description="12 digits")
+    console_password: str = Field(description="14 characters; shown only here")
+    invoice_number: str = Field(description="10 digits; asked at the first login from a machine")
+    establishment: str
+
+
+class ConsolePasswordOut(BaseModel):
+    hosting_number: str
+    console_password: str = Field(description="the new password; shown only here")
+
+
+# -- console session ------------------------------------------------------------
+class OpenConsoleSession(Strict):
+    hosting_number: Annotated[str, StringConstraints(pattern=r"^\d{12}$")] = Field(description="12 digits")
+    password: Secret
+    invoice_number: Annotated[str, StringConstraints(pattern=r"^\d{10}$")] | None = Field(
+        default=None, description="10 digits; needed at the first login from a machine")
+    certificate: Secret | None = Field(default=None, description="the certificate returned by an earlier login")
+
+
+class ConsoleSessionOut(BaseModel):
+    token: str
+    certificate: str | None = Field(description="a newly installed certificate (only when invoice_number was sent)")
+    expires_at: datetime
+
+
+# -- controller -----------------------------------------------------------------
+class BindDomain(Strict):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
+        description="the label, e.g. `monecole` for monecole.pronote-campus.net")
+
+
+class ControllerOut(BaseModel):
+    name: str | None
+    domain: str | None
+    port: int | None
+    state: Literal["stopped", "active"]
+
+
+# -- plannings ------------------------------------------------------------------
+class PlanningChanges(Strict):
+    name: Name | None = None
+    publication_name: Name | None = None
+    net_licence: bool | None = None
+    domain: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    time_zone: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
+
+
+class ProfileAssignment(Strict):
+    logins: list[Login] = Field(max_length=10000)
+
+
+class PlanningOut(BaseModel):
+    id: str
+    number: int
+    name: str
+    publication_name: str
+    net_licence: bool
+    domain: str | None
+    port: int | None
+    time_zone: str
+    server_state: str
+    publication_state: str
+    profiles: dict[str, list[str]]
+    version: int
+
+
+class SaveTemplate(Strict):
+    name: Name
+    planning_id: str
+
+
+class ApplyTemplate(Strict):
+    name: Name
+
+
+# -- users ----------------------------------------------------------------------
+class ExternalIds(Strict):
+    ldap: Annotated[str, StringConstraints(max_length=200)] | None = None
+    cas: Annotated[str, StringConstraints(max_length=200)] | None = None
+    wsfed: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class NewSuperadministrator(Strict):
+    first_name: Name
+    last_name: Name
+    login: Login
+    password: Secret
+    password_confirmation: Secret
+
+
+class NewUser(Strict):
+    login: Login
+    last_name: Name
+    first_name: Name
+    civility: Literal["M.", "Mme"] | None = None
+    status: Status = Status.USER
+    email: EmailStr | None = None
+    external_ids: ExternalIds | None = None
+
+
+class UserChanges(Strict):
+    last_name: Name | None = None
+    first_name: Name | None = None
+    civility: Literal["M.", "Mme"] | None = None
+    status: Status | None = None
+    email: EmailStr | None = None
+    console_access: bool | None = None
+    external_ids: ExternalIds | None = None
+
+
+class UserOut(BaseModel):
+    login: str
+    last_name: str
+    first_name: str
+    civility: str | None
+    status: Status
+    email: str | None
+    console_access: bool
+    external_ids: dict[str, str]
+    version: int
+
+
+class CreatedUserOut(UserOut):
+    password: str = Field(description="generated; shown only here")
+
+
+# -- history --------------------------------------------------------------------
+class HistoryParams(Strict):
+    type: str | None = Field(default=None, description="event types, comma-separated, e.g. Planning.DomainBound")
+    actor: str | None = None
+    aggregate_id: str | None = None
+    since: AwareDatetime | None = Field(default=None, description="ISO 8601 instant with offset, inclusive")
+    until: AwareDatetime | None = Field(default=None, description="ISO 8601 instant with offset, inclusive")
+    after: int | None = Field(default=None, ge=0, description="a position: events after it")
+    limit: int = Field(default=100, ge=1, le=500)

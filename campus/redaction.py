@@ -1,0 +1,29 @@
+"""One place that knows which values are secrets.
+
+Secrets are stored only as hashes or digests, and even those never leave the
+server: history, logs and responses pass through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REDACTED = "[redacted]"
+SECRET_NAMES = frozenset({
+    "password", "password_confirmation", "console_password", "pin", "token",
+    "certificate", "invoice_number", "code", "secret", "secret_answer", "authorization",
+})
+SECRET_SUFFIXES = ("_hash", "_digest", "_password", "_token", "_secret")
+
+
+def is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in SECRET_NAMES or lowered.endswith(SECRET_SUFFIXES)
+
+
+def redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (REDACTED if is_secret_name(str(k)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
