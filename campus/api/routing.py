@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
+from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -176,6 +177,11 @@ def _handle(application: CampusApplication, ep: Endpoint, request: Request, raw:
         response = _encode(ep, result)
     except CampusError as exc:
         response = from_campus_error(exc)
+    except PersistenceError as exc:
+        # The store is busy or unreachable: nothing was written; the client may retry.
+        log.warning("store_unavailable", error_type=type(exc).__name__)
+        response = problem(503, "the event store is busy or unreachable; nothing was changed, retry shortly",
+                           headers={"Retry-After": "1"})
     except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a clean 500
         log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
         response = problem(500, "internal error; quote the X-Request-ID header when reporting it")
