@@ -244,6 +244,6 @@ def history(call: Call) -> dict:
     q: s.HistoryParams = call.query
     events, next_position = call.app.read_history(HistoryQuery(
         tenant=str(call.account_id), types=tuple(t.strip() for t in (q.type or "").split(",") if t.strip()),
-        actor=q.actor, aggregate_id=q.aggregate_id, since=q.since, until=q.until, after=q.after,
+        actor=q.actor, aggregate_id=str(q.aggregate_id) if q.aggregate_id else None, since=q.since, until=q.until, after=q.after,
         limit=min(q.limit, call.app.settings.history_page_max)))
     return {"events": events, "next": next_position}

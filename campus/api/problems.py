@@ -39,7 +39,7 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict]:
     for err in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
         field = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "body"
-        errors.append({"field": field, "message": err["msg"]})
+        errors.append({"field": field, "message": err["msg"].removeprefix("Value error, ")})
     return errors
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import InterfaceError, OperationalError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -168,16 +168,16 @@ def _handle(application: CampusApplication, ep: Endpoint, request: Request, raw:
     try:
         args: list[Any] = []
         call = Call(app=application, path=dict(request.path_params), query=None, headers=request.headers)
+        _authenticate(application, ep.auth, request, call)
         if ep.query is not None:
             call.query = _validate(ep.query, dict(request.query_params), "query.")
         if ep.body is not None:
             args.append(_validate(ep.body, _parse_json(raw, request), ""))
-        _authenticate(application, ep.auth, request, call)
         result = ep.handler(call, *args)
         response = _encode(ep, result)
     except CampusError as exc:
         response = from_campus_error(exc)
-    except PersistenceError as exc:
+    except (OperationalError, InterfaceError) as exc:
         # The store is busy or unreachable: nothing was written; the client may retry.
         log.warning("store_unavailable", error_type=type(exc).__name__)
         response = problem(503, "the event store is busy or unreachable; nothing was changed, retry shortly",

@@ -3,10 +3,20 @@ through :mod:`campus.api.openapi`, document them."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import datetime, timezone
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from campus.aggregates.user import Status
 
@@ -18,6 +28,31 @@ Secret = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Patch(Strict):
+    """A partial update: absent fields are left alone; only `NULLABLE` fields may be sent as null."""
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null_only_where_meaningful(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.NULLABLE:
+            raise ValueError("must not be null (leave the field out to keep its value)")
+        return value
+
+
+NoControl = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=200)]
+
+
+def _utc_in_range(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("is out of the range of representable instants") from None
 
 
 # -- operator -------------------------------------------------------------------
@@ -72,7 +107,9 @@ class ControllerOut(BaseModel):
 
 
 # -- plannings ------------------------------------------------------------------
-class PlanningChanges(Strict):
+class PlanningChanges(Patch):
+    NULLABLE = frozenset({"publication_name"})
+
     name: Name | None = None
     publication_name: Name | None = None
     net_licence: bool | None = None
@@ -133,7 +170,9 @@ class NewUser(Strict):
     external_ids: ExternalIds | None = None
 
 
-class UserChanges(Strict):
+class UserChanges(Patch):
+    NULLABLE = frozenset({"email", "civility"})
+
     last_name: Name | None = None
     first_name: Name | None = None
     civility: Literal["M.", "Mme"] | None = None
@@ -161,10 +200,12 @@ class CreatedUserOut(UserOut):
 
 # -- history --------------------------------------------------------------------
 class HistoryParams(Strict):
-    type: str | None = Field(default=None, description="event types, comma-separated, e.g. Planning.DomainBound")
-    actor: str | None = None
-    aggregate_id: str | None = None
+    type: NoControl | None = Field(default=None, description="event types, comma-separated, e.g. Planning.DomainBound")
+    actor: NoControl | None = None
+    aggregate_id: UUID | None = None
     since: AwareDatetime | None = Field(default=None, description="ISO 8601 instant with offset, inclusive")
     until: AwareDatetime | None = Field(default=None, description="ISO 8601 instant with offset, inclusive")
-    after: int | None = Field(default=None, ge=0, description="a position: events after it")
+    after: int | None = Field(default=None, ge=0, le=2**63 - 1, description="a position: events after it")
     limit: int = Field(default=100, ge=1, le=500)
+
+    _in_range = field_validator("since", "until")(_utc_in_range)
