@@ -28,7 +28,7 @@ from campus.aggregates.account import HostingAccount, account_id_for, default_li
 from campus.aggregates.base import CampusAggregate
 from campus.aggregates.controller import CONTROLLER_PORT, Controller
 from campus.aggregates.domain_name import DomainName, domain_claim_id
-from campus.aggregates.planning import DEFAULT_TIME_ZONE, Planning, Profile
+from campus.aggregates.planning import DEFAULT_TIME_ZONE, FIRST_PLANNING_PORT, Planning, Profile
 from campus.aggregates.session import ConsoleSession, console_session_id_for
 from campus.aggregates.user import DirectoryUser, Status, user_id_for
 from campus.clock import Clock, FrozenClock, SystemClock, current_clock, reset_clock, use_clock
@@ -401,7 +401,7 @@ class CampusApplication(Application):
                 planning.change_time_zone(time_zone=changes["time_zone"])
             if domain and domain[1] != planning.domain:
                 extra = self._claim_domain(domain[1], account_id, planning.id, planning.domain)
-                planning.bind_domain(label=domain[0], domain=domain[1], port=CONTROLLER_PORT + planning.number)
+                planning.bind_domain(label=domain[0], domain=domain[1], port=FIRST_PLANNING_PORT + planning.number - 1)
             self.save(planning, *extra)
             return planning
 
@@ -495,10 +495,12 @@ class CampusApplication(Application):
             raise Invalid("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
 
         def body() -> DirectoryUser:
-            if any(u.status == Status.SUPERADMINISTRATOR for u in self.list_users(account_id)):
+            account = self.get_account(account_id)
+            if account.first_superadministrator is not None:
                 raise Conflict("the first superadministrator already exists; add other users with POST /v1/console/users")
+            account.record_first_superadministrator(login=login.strip())
             return self._new_user(account_id, login=login, last_name=last_name, first_name=first_name,
-                                  status=Status.SUPERADMINISTRATOR, password=password)
+                                  status=Status.SUPERADMINISTRATOR, password=password, also_save=(account,))
 
         return self._run(account_id, body)
 
@@ -516,7 +518,7 @@ class CampusApplication(Application):
 
     def _new_user(self, account_id: UUID, *, login: str, last_name: str, first_name: str, status: Status,
                   password: str, civility: str | None = None, email: str | None = None,
-                  external_ids: dict | None = None) -> DirectoryUser:
+                  external_ids: dict | None = None, also_save: tuple[CampusAggregate, ...] = ()) -> DirectoryUser:
         login = login.strip()
         if not LOGIN.match(login):
             raise Invalid.field("login", "1 to 64 characters among letters, digits and . _ @ -, starting with a letter or digit")
@@ -529,7 +531,7 @@ class CampusApplication(Application):
             civility=civility, status=status, email=email, password_hash=hash_secret(password),
             external_ids={k: v for k, v in (external_ids or {}).items() if v},
         )
-        self.save(user)
+        self.save(user, *also_save)
         return user
 
     def update_user(self, account_id: UUID, login: str, changes: dict[str, Any], if_match: str | None = None) -> DirectoryUser:
@@ -552,6 +554,8 @@ class CampusApplication(Application):
             if status is not None and status != user.status:
                 if status == Status.USER:
                     self._check_can_leave_administration(account_id, user)
+                if user.status == Status.SUPERADMINISTRATOR:
+                    self._check_not_last_superadministrator(account_id, user)
                 user.change_status(status=status)
             if "email" in changes and changes["email"] != user.email:
                 user.change_email(email=changes["email"])
@@ -566,6 +570,15 @@ class CampusApplication(Application):
             return user
 
         return self._run(account_id, body)
+
+    def _check_not_last_superadministrator(self, account_id: UUID, user: DirectoryUser) -> None:
+        if self.get_controller(account_id).state != "active":
+            return
+        others = [u for u in self.list_users(account_id) if u.status == Status.SUPERADMINISTRATOR and u.id != user.id]
+        if not others:
+            raise Conflict(
+                f"{user.login!r} is the only superadministrator and the controller is active; "
+                "make someone else superadministrator first", code="last_superadministrator")
 
     def _check_can_leave_administration(self, account_id: UUID, user: DirectoryUser) -> None:
         held = [p.name for p in self.list_plannings(account_id) if user.login in p.profiles[Profile.ADMINISTRATION.value]]

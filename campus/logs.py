@@ -8,12 +8,15 @@ import sys
 import orjson
 import structlog
 
+from campus.redaction import redact_log_event
+
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     shared = [
         structlog.contextvars.merge_contextvars,
+        redact_log_event,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,

@@ -24,6 +24,11 @@ def is_secret_name(name: str) -> bool:
 def redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: (REDACTED if is_secret_name(str(k)) else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
     return value
+
+
+def redact_log_event(logger: object, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: no secret-named field ever reaches a log line."""
+    return redact(event_dict)

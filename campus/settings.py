@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_DOMAIN_SUFFIX = "pronote-campus.net"
 
@@ -60,7 +60,7 @@ class Settings:
         """The eventsourcing library's environment for our one Application."""
         if not self.uses_postgres:
             return {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "PERSISTENCE_MODULE": "campus.store:DurableSQLiteFactory",
                 "SQLITE_DBNAME": str(self.data_dir / "campus.sqlite3"),
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
@@ -81,11 +81,11 @@ def dsn_to_library_env(dsn: str) -> dict[str, str]:
     env = {
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
+        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
     }
-    for item in (parts.query or "").split("&"):
-        if item.startswith("schema="):
-            env["POSTGRES_SCHEMA"] = item.split("=", 1)[1]
+    schema = parse_qs(parts.query).get("schema")
+    if schema:
+        env["POSTGRES_SCHEMA"] = schema[0]
     return env

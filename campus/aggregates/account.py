@@ -45,6 +45,7 @@ class HostingAccount(CampusAggregate):
         self.certificate_digests: dict[str, datetime] = {}
         self.licence_accepted_at: datetime | None = None
         self.assignment_templates: dict[str, dict] = {}
+        self.first_superadministrator: str | None = None
 
     @event("ConsolePasswordReset")
     def reset_console_password(self, console_password_hash: str) -> None:
@@ -66,16 +67,28 @@ class HostingAccount(CampusAggregate):
             "source_planning_id": source_planning_id,
         }
 
+    @event("FirstSuperadministratorCreated")
+    def record_first_superadministrator(self, login: str) -> None:
+        """A one-time claim, saved with the user, so two writers cannot both create 'the first'."""
+        self.first_superadministrator = login
+
     @property
     def licence_accepted(self) -> bool:
         return self.licence_accepted_at is not None
+
+
+def _one_year_after(day: date) -> date:
+    try:
+        return day.replace(year=day.year + 1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + 1, day=28)
 
 
 def default_licence(today: date) -> dict:
     """What a new account gets until the operator sets the real contract."""
     return {
         "formula": "PRONOTE Campus",
-        "expires_on": date(today.year + 1, today.month, min(today.day, 28)),
+        "expires_on": _one_year_after(today),
         "modification_seats": 6,
         "options": ("edt_connection", "consultation", "sms", "web_publication"),
     }

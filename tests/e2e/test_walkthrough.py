@@ -202,7 +202,8 @@ def test_campus_guide_fiches_1_to_8_then_restart(make_server, guide_for, store: 
         ("Planning.Renamed", manager), ("Planning.DomainBound", manager), ("DomainName.Claimed", manager),
         ("Planning.Renamed", manager), ("Planning.DomainBound", manager), ("DomainName.Claimed", manager),
         # fiche 4 (the refused password left no event)
-        ("DirectoryUser.Created", manager), ("DirectoryUser.EmailChanged", manager),
+        ("DirectoryUser.Created", manager), ("HostingAccount.FirstSuperadministratorCreated", manager),
+        ("DirectoryUser.EmailChanged", manager),
         ("DirectoryUser.ConsoleAccessChanged", manager),
         ("Planning.ProfilesAssigned", manager), ("Planning.ProfilesAssigned", manager),
         # fiche 5
