@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from campus.api.handlers import api
 from campus.api.middleware import RequestContextMiddleware
-from campus.api.openapi import openapi_document
+from campus.api.openapi import campus_version
 from campus.api.problems import EXCEPTION_HANDLERS
-from campus.api.routing import encode_json
 from campus.application import CampusApplication
 from campus.clock import Clock
 from campus.settings import Settings
@@ -25,22 +20,10 @@ from campus.settings import Settings
 log = structlog.get_logger("campus")
 
 
-def campus_version() -> str:
-    try:
-        return version("campus")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
-
-
 def create_app(settings: Settings, *, clock: Clock | None = None,
                application: CampusApplication | None = None) -> Starlette:
     """Build the ASGI app. The eventsourcing application is built here unless given."""
     app_service = application or CampusApplication(settings, clock=clock)
-    document = encode_json(openapi_document(api, campus_version()))
-
-    async def openapi(request: Request) -> Response:
-        return Response(document, media_type="application/json")
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app_service.history.catch_up()
@@ -48,9 +31,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         yield
         app_service.close()
 
-    routes = [Route("/openapi.json", openapi, methods=["GET"]), *api.starlette_routes(app_service)]
     app = Starlette(
-        routes=routes,
+        routes=api.starlette_routes(app_service),
         middleware=[Middleware(RequestContextMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from campus.aggregates.planning import Profile
 from campus.api import schemas as s
+from campus.api.openapi import openapi_bytes
 from campus.api.routing import Api, Auth, Call, Reply
 from campus.api.views import account_view, controller_view, planning_view, user_view
 from campus.errors import Invalid, NotFound
@@ -27,6 +28,12 @@ def healthz(call: Call) -> dict:
     """Liveness: the server answers and its store is reachable."""
     call.app.recorder.max_notification_id()
     return {"status": "ok"}
+
+
+@api.get("/openapi.json", auth=Auth.NONE, tag="system")
+def openapi(call: Call) -> Reply:
+    """This document: every route, generated from the declarations that validate requests."""
+    return Reply(openapi_bytes(api))
 
 
 # -- operator -------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pydantic import BaseModel
 
-from campus.api.routing import Api, Auth
+from campus.api.routing import Api, Auth, encode_json
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -31,6 +33,18 @@ def _schema(model: type[BaseModel], components: dict[str, Any], mode: str) -> di
         components[name] = sub
     components[model.__name__] = schema
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+@cache
+def openapi_bytes(api: Api) -> bytes:
+    return encode_json(openapi_document(api, campus_version()))
+
+
+def campus_version() -> str:
+    try:
+        return version("campus")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
 
 
 def openapi_document(api: Api, version: str) -> dict[str, Any]:

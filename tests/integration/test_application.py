@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -34,15 +34,6 @@ def _request_context() -> Iterator[None]:
     token = set_context(RequestContext(actor="test", request_id="req-test", client_address="127.0.0.1"))
     yield
     reset_context(token)
-
-
-@pytest.fixture
-def app(settings: Settings, clock: ManualClock) -> Iterator[CampusApplication]:
-    application = CampusApplication(settings, clock=clock)
-    try:
-        yield application
-    finally:
-        application.close()
 
 
 @contextmanager

@@ -26,15 +26,6 @@ def _request_context() -> Iterator[None]:
     reset_context(token)
 
 
-@pytest.fixture
-def app(settings: Settings, clock: ManualClock) -> Iterator[CampusApplication]:
-    application = CampusApplication(settings, clock=clock)
-    try:
-        yield application
-    finally:
-        application.close()
-
-
 def populate(app: CampusApplication) -> Any:
     opened = app.open_account("Lycée", "M. Dupont", "dupont@example.org")
     account_id = opened.account.id
