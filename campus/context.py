@@ -2,7 +2,7 @@
 
 A pure-ASGI middleware (:mod:`campus.api.middleware`) sets the request id and
 client address; authentication sets the actor. Every event recorded during the
-request carries them (see :class:`campus.aggregates.base.CampusAggregate`).
+request carries them (see :class:`campus.aggregates.core.CampusAggregate`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from campus.aggregates.base import CampusAggregate, natural_id
+from campus.aggregates.core import CampusAggregate, natural_id
 
 
 def account_id_for(hosting_number: str) -> UUID:
@@ -31,6 +31,7 @@ class HostingAccount(CampusAggregate):
         licence: dict,
         planning_ids: tuple,
         controller_id: UUID,
+        edition: str = "campus",
     ) -> None:
         self.hosting_number = hosting_number
         self.account_id = account_id
@@ -41,6 +42,8 @@ class HostingAccount(CampusAggregate):
         self.licence = dict(licence)
         self.planning_ids = tuple(planning_ids)
         self.controller_id = controller_id
+        # "campus": a created base goes into service at once (Campus fiche 6); "hosted": the manager does it.
+        self.edition = edition
         self.password_epoch = 0
         self.certificate_digests: dict[str, datetime] = {}
         self.licence_accepted_at: datetime | None = None

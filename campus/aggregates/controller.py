@@ -6,7 +6,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from campus.aggregates.base import CampusAggregate, natural_id
+from campus.aggregates.core import CampusAggregate, natural_id
 
 CONTROLLER_PORT = 21200
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from campus.aggregates.base import CampusAggregate, natural_id
+from campus.aggregates.core import CampusAggregate, natural_id
 
 
 def domain_claim_id(domain: str) -> UUID:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from campus.aggregates.base import CampusAggregate, natural_id
+from campus.aggregates.core import CampusAggregate, natural_id
 
 FIRST_PLANNING_PORT = 21201
 DEFAULT_TIME_ZONE = "Europe/Paris"
@@ -42,6 +42,8 @@ class Planning(CampusAggregate):
         self.server_state = "stopped"
         self.publication_state = "stopped"
         self.profiles: dict[str, tuple[str, ...]] = {p.value: () for p in Profile}
+        self.base_id: UUID | None = None
+        self.base_ids: tuple[UUID, ...] = ()
 
     @property
     def publication_name(self) -> str:
@@ -74,6 +76,25 @@ class Planning(CampusAggregate):
     def assign_profiles(self, profiles: dict, template: str | None = None) -> None:
         """`profiles` is the whole new assignment: {profile: (login, ...)}."""
         self.profiles = {k: tuple(v) for k, v in profiles.items()}
+
+    @event("BaseMounted")
+    def mount_base(self, base_id: UUID) -> None:
+        """`base_id` becomes the base of the planning; the others stay available."""
+        self.base_id = base_id
+        if base_id not in self.base_ids:
+            self.base_ids = (*self.base_ids, base_id)
+
+    @event("ServerStarted")
+    def start_server(self) -> None:
+        self.server_state = "in_service"
+
+    @event("ServerStopped")
+    def stop_server(self) -> None:
+        self.server_state = "stopped"
+
+    @property
+    def in_service(self) -> bool:
+        return self.server_state == "in_service"
 
     def profile_of(self, login: str) -> str | None:
         for profile, logins in self.profiles.items():

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
 from eventsourcing.domain import event
 
-from campus.aggregates.base import CampusAggregate, natural_id
+from campus.aggregates.core import CampusAggregate, natural_id
 
 
 class Status(StrEnum):
     SUPERADMINISTRATOR = "superadministrator"
     BASE_ADMINISTRATOR = "base_administrator"
     USER = "user"
+
+
+class SecurityMeasure(StrEnum):
+    """What an unrecognised device must get past (Campus fiche 7)."""
+
+    NONE = "none"
+    NOTIFICATION = "notification"
+    PIN = "pin"
 
 
 ADMINISTRATIVE_STATUSES = (Status.SUPERADMINISTRATOR, Status.BASE_ADMINISTRATOR)
@@ -55,7 +64,11 @@ class DirectoryUser(CampusAggregate):
         self.password_hash = password_hash
         self.console_access = False
         self.external_ids = dict(external_ids)
-        self.password_epoch = 0
+        # Bumped by a password or status change: every open session of the user ends.
+        self.credentials_epoch = 0
+        self.security_measure: SecurityMeasure | None = None
+        self.pin_hash: str | None = None
+        self.devices: dict[UUID, dict] = {}
 
     @event("Renamed")
     def rename(self, last_name: str, first_name: str, civility: str | None) -> None:
@@ -66,6 +79,7 @@ class DirectoryUser(CampusAggregate):
     @event("StatusChanged")
     def change_status(self, status: Status) -> None:
         self.status = status
+        self.credentials_epoch += 1
 
     @event("EmailChanged")
     def change_email(self, email: str | None) -> None:
@@ -82,7 +96,20 @@ class DirectoryUser(CampusAggregate):
     @event("PasswordChanged")
     def change_password(self, password_hash: str) -> None:
         self.password_hash = password_hash
-        self.password_epoch += 1
+        self.credentials_epoch += 1
+
+    @event("SecurityMeasureChosen")
+    def choose_security_measure(self, measure: SecurityMeasure, pin_hash: str | None) -> None:
+        self.security_measure = measure
+        self.pin_hash = pin_hash
+
+    @event("DeviceRecognised")
+    def recognise_device(self, device_id: UUID, name: str, recognised_at: datetime) -> None:
+        self.devices[device_id] = {"name": name, "recognised_at": recognised_at}
+
+    @event("DeviceForgotten")
+    def forget_device(self, device_id: UUID) -> None:
+        self.devices.pop(device_id, None)
 
     @property
     def is_administrative(self) -> bool:

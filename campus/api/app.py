@@ -9,6 +9,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from campus.api import me, school  # noqa: F401 - they register their routes on `api`
 from campus.api.handlers import api
 from campus.api.middleware import RequestContextMiddleware
 from campus.api.openapi import campus_version

@@ -31,6 +31,7 @@ from campus.errors import CampusError, Forbidden, Invalid, Malformed, TooLarge, 
 if TYPE_CHECKING:
     from campus.aggregates.account import HostingAccount
     from campus.application import CampusApplication
+    from campus.user_sessions import UserCaller
 
 log = structlog.get_logger("campus.api")
 
@@ -42,6 +43,10 @@ class Auth(str, Enum):
     CONSOLE_ANY = "console_any"
     # A console session of an account that accepted the licence agreement.
     CONSOLE = "console"
+    # A directory user's session, for the planning named in the path.
+    USER = "user"
+    # The console, or a superadministrator / base administrator's user session.
+    CONSOLE_OR_ADMIN = "console_or_admin"
 
 
 @dataclass
@@ -63,11 +68,19 @@ class Call:
     headers: Any
     token: str | None = None
     account: HostingAccount | None = None
+    caller: UserCaller | None = None
 
     @property
     def account_id(self):  # noqa: ANN201
+        if self.caller is not None:
+            return self.caller.session.account_id
         assert self.account is not None
         return self.account.id
+
+    @property
+    def user(self) -> UserCaller:
+        assert self.caller is not None
+        return self.caller
 
     @property
     def if_match(self) -> str | None:
@@ -224,10 +237,28 @@ def _authenticate(application: CampusApplication, auth: Auth, request: Request, 
             raise Unauthenticated("the operator token is wrong", code="invalid_token")
         set_actor("operator")
         return
-    account = application.authenticate_console(token)
+    call.token = token
+    if auth is Auth.USER:
+        call.caller = application.authenticate_user(token)
+        wanted = call.path.get("planning_id")
+        if wanted is not None and wanted != str(call.caller.planning.id):
+            raise Forbidden(f"this session is for the planning {call.caller.planning.name!r}; "
+                            "log in to the other planning", code="other_planning")
+        return
+    if auth is Auth.CONSOLE_OR_ADMIN:
+        try:
+            account = application.authenticate_console(token)
+        except Unauthenticated:
+            call.caller = application.authenticate_user(token)
+            if not call.caller.user.is_administrative:
+                raise Forbidden("only the hosting manager, superadministrators and base administrators may do this",
+                                code="not_an_administrator") from None
+            return
+    else:
+        account = application.authenticate_console(token)
     set_actor(f"manager:{account.hosting_number}")
-    call.token, call.account = token, account
-    if auth is Auth.CONSOLE and not account.licence_accepted:
+    call.account = account
+    if auth in (Auth.CONSOLE, Auth.CONSOLE_OR_ADMIN) and not account.licence_accepted:
         raise Forbidden(
             "accept the licence agreement first (POST /v1/console/licence-agreement); "
             "nothing else of the console works before", code="licence_not_accepted")

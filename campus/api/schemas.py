@@ -3,7 +3,7 @@ through :mod:`campus.api.openapi`, document them."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
@@ -209,3 +209,58 @@ class HistoryParams(Strict):
     limit: int = Field(default=100, ge=1, le=500)
 
     _in_range = field_validator("since", "until")(_utc_in_range)
+
+
+# -- bases ----------------------------------------------------------------------
+class NewBase(Strict):
+    name: Name
+    first_monday: date = Field(description="a Monday: the first day of the timetable")
+    last_sunday: date = Field(description="a Sunday: the last day (1 to 62 weeks after first_monday)")
+    working_days: list[Annotated[str, StringConstraints(max_length=3)]] = Field(
+        min_length=1, max_length=7, description="mon, tue, wed, thu, fri, sat, sun")
+    sequences_per_day: int = Field(ge=1, le=1440)
+    sequence_minutes: int = Field(ge=1, le=1440)
+    split: int = Field(description="2, 3, 4, 6 or 12 steps per sequence; 1 for no split")
+
+
+class ServerState(Strict):
+    state: Literal["in_service", "stopped"]
+
+
+class MountBase(Strict):
+    base_id: UUID
+
+
+class RecordBody(BaseModel):
+    """The record's fields; each kind declares its own (see the kinds in the API overview)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# -- directory user sessions ----------------------------------------------------
+class OpenUserSession(Strict):
+    domain: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)] = Field(
+        description="the controller's domain, e.g. monecole.pronote-campus.net (or just monecole)")
+    login: Login
+    password: Secret
+    planning: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] = Field(
+        description="the planning's id, name or publication name")
+    mode: Literal["administrative", "teacher", "school_life"]
+    device: Annotated[str, StringConstraints(min_length=16, max_length=256)] | None = Field(
+        default=None, description="a secret identifier the client keeps for this device (16+ characters)")
+    pin: Annotated[str, StringConstraints(max_length=32)] | None = None
+
+
+class SecurityChoice(Strict):
+    measure: Literal["none", "notification", "pin"]
+    pin: Annotated[str, StringConstraints(max_length=32)] | None = None
+    pin_confirmation: Annotated[str, StringConstraints(max_length=32)] | None = None
+
+
+class DeviceName(Strict):
+    name: Name = Field(description='e.g. "Bureau", "Salle 215"')
+
+
+class RecordPage(Strict):
+    after: UUID | None = Field(default=None, description="the id of the last record of the previous page")
+    limit: int = Field(default=100, ge=1, le=1000)

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from campus.aggregates.account import HostingAccount, account_id_for, default_licence
-from campus.aggregates.base import CampusAggregate, natural_id
+from campus.aggregates.core import CampusAggregate, natural_id
 from campus.aggregates.controller import CONTROLLER_PORT, Controller, controller_id_for
 from campus.aggregates.domain_name import DomainName, domain_claim_id
 from campus.aggregates.planning import DEFAULT_TIME_ZONE, Planning, Profile, planning_id_for
@@ -299,7 +299,7 @@ def test_user_replay_keeps_the_status_enum() -> None:
     copy = replay(user.collect_events())
     assert public_state(copy) == public_state(user)
     assert copy.status is Status.USER
-    assert copy.password_epoch == 1
+    assert copy.credentials_epoch == 2  # the status change and the password change
     assert copy.login == "Alice.Martin"
 
 

@@ -1,0 +1,132 @@
+"""HTTP handlers of bases, their servers and records."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from campus.aggregates.school_base import Base
+from campus.api import schemas as s
+from campus.api.handlers import _uuid, api
+from campus.api.routing import Auth, Call, Reply
+from campus.api.views import planning_view
+from campus.errors import Invalid
+from campus.grid import grid_view
+from campus.records import KINDS, record_json
+
+
+def base_view(base: Base, planning_base_id: UUID | None = None) -> dict[str, Any]:
+    counts = base.counts()
+    sections: dict[str, dict[str, int]] = {}
+    for kind in KINDS.values():
+        sections.setdefault(kind.section, {})[kind.name] = counts[kind.name]
+    return {
+        "id": str(base.id),
+        "name": base.name,
+        "planning_id": str(base.planning_id),
+        "origin": base.origin,
+        "grid": grid_view(base.grid),
+        "counts": counts,
+        "sections": sections,
+        "created_at": base.created_on,
+        "last_entry_at": base.last_entry_at,
+        "annexes": [{"name": n, "content_type": a["content_type"], "size": a["size"], "sha256": a["sha256"]}
+                    for n, a in sorted(base.annexes.items())],
+        "connection_modes": base.connection_modes,
+        "version": base.version,
+    }
+
+
+def _planning_id(call: Call) -> UUID:
+    return _uuid(call.path["planning_id"], "planning")
+
+
+@api.post("/v1/console/plannings/{planning_id}/bases", auth=Auth.CONSOLE_OR_ADMIN, body=s.NewBase, status=201,
+          tag="bases")
+def create_base(call: Call, body: s.NewBase) -> Reply:
+    """Create an empty base with its timetable grid (Campus fiche 6, hosting fiche 2)."""
+    planning, base = call.app.create_base(call.account_id, _planning_id(call), **body.model_dump())
+    return Reply({**base_view(base), "server_state": planning.server_state}, etag=base.etag)
+
+
+@api.get("/v1/console/plannings/{planning_id}/base", auth=Auth.CONSOLE_OR_ADMIN, tag="bases")
+def get_base(call: Call) -> Reply:
+    """The base in service on the planning: grid, counts per kind, created at, last entry at."""
+    planning, base = call.app.current_base(call.account_id, _planning_id(call))
+    return Reply({**base_view(base), "server_state": planning.server_state}, etag=base.etag)
+
+
+@api.get("/v1/console/plannings/{planning_id}/bases", auth=Auth.CONSOLE_OR_ADMIN, tag="bases")
+def list_bases(call: Call) -> dict:
+    """Every base of the planning: the current one and the others ("autres bases")."""
+    planning = call.app.get_planning(call.account_id, _planning_id(call))
+    bases = [call.app.get_base(call.account_id, b) for b in planning.base_ids]
+    return {"current": str(planning.base_id) if planning.base_id else None,
+            "bases": [{"id": str(b.id), "name": b.name, "origin": b.origin, "created_at": b.created_on,
+                       "counts": b.counts()} for b in bases]}
+
+
+@api.put("/v1/console/plannings/{planning_id}/base", auth=Auth.CONSOLE_OR_ADMIN, body=s.MountBase, tag="bases")
+def mount_base(call: Call, body: s.MountBase) -> Reply:
+    """Make another of the planning's bases the current one (the server must be stopped)."""
+    planning = call.app.mount_base(call.account_id, _planning_id(call), body.base_id)
+    return Reply(planning_view(planning), etag=planning.etag)
+
+
+@api.put("/v1/console/plannings/{planning_id}/server", auth=Auth.CONSOLE_OR_ADMIN, body=s.ServerState,
+         tag="bases")
+def set_server(call: Call, body: s.ServerState) -> Reply:
+    """Put the planning's server in service (needs a base and a superadministrator) or stop it."""
+    planning = call.app.set_server_state(call.account_id, _planning_id(call), body.state)
+    return Reply({**planning_view(planning), "state": planning.server_state}, etag=planning.etag)
+
+
+# -- records (directory users) ------------------------------------------------------
+@api.post("/v1/plannings/{planning_id}/records/{kind}", auth=Auth.USER, body=s.RecordBody, status=201,
+          tag="records")
+def add_record(call: Call, body: s.RecordBody) -> Reply:
+    """Add a record of a kind (teachers, students, grades, absences…); needs modification or administration."""
+    call.user.require("write")
+    base, record_id, fields = call.app.add_record(call.account_id, _planning_id(call), call.path["kind"],
+                                                  body.model_dump())
+    return Reply(record_json(call.path["kind"], record_id, fields), etag=f'"{base.revisions[record_id]}"')
+
+
+@api.get("/v1/plannings/{planning_id}/records/{kind}", auth=Auth.USER, query=s.RecordPage, tag="records")
+def list_records(call: Call) -> dict:
+    """The records of a kind, in the order they were added, paged with `after` and `limit`."""
+    call.user.require("read")
+    page, next_id = call.app.list_records(call.account_id, _planning_id(call), call.path["kind"],
+                                          call.query.after, call.query.limit)
+    kind = call.path["kind"]
+    return {"records": [record_json(kind, i, f) for i, f in page], "next": str(next_id) if next_id else None}
+
+
+@api.get("/v1/plannings/{planning_id}/records/{kind}/{record_id}", auth=Auth.USER, tag="records")
+def get_record(call: Call) -> Reply:
+    """One record."""
+    call.user.require("read")
+    record_id = _uuid(call.path["record_id"], "record")
+    etag, fields = call.app.get_record(call.account_id, _planning_id(call), call.path["kind"], record_id)
+    return Reply(record_json(call.path["kind"], record_id, fields), etag=etag)
+
+
+@api.patch("/v1/plannings/{planning_id}/records/{kind}/{record_id}", auth=Auth.USER, body=s.RecordBody,
+           tag="records")
+def change_record(call: Call, body: s.RecordBody) -> Reply:
+    """Change some fields of a record (null removes an optional field)."""
+    call.user.require("write")
+    record_id = _uuid(call.path["record_id"], "record")
+    base, fields = call.app.change_record(call.account_id, _planning_id(call), call.path["kind"], record_id,
+                                          body.model_dump(), call.if_match)
+    return Reply(record_json(call.path["kind"], record_id, fields), etag=f'"{base.revisions[record_id]}"')
+
+
+@api.delete("/v1/plannings/{planning_id}/records/{kind}/{record_id}", auth=Auth.USER, status=204, tag="records")
+def remove_record(call: Call) -> None:
+    """Remove a record no other record refers to."""
+    call.user.require("write")
+    record_id = _uuid(call.path["record_id"], "record")
+    call.app.remove_record(call.account_id, _planning_id(call), call.path["kind"], record_id, call.if_match)
+
+
