@@ -81,7 +81,7 @@ class CreatedUser:
 class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Application):
     name = "campus"
     # The library's snapshots: a private speed-up for long streams (bases), not saves or archives.
-    snapshotting_intervals = {Base: 500}
+    snapshotting_intervals = {Base: 5000}
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
