@@ -153,14 +153,7 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, App
 
     @staticmethod
     def _check_version(aggregate: CampusAggregate, if_match: str | None) -> None:
-        if if_match is None:
-            return
-        candidates = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
-        if "*" not in candidates and aggregate.etag not in candidates:
-            raise PreconditionFailed(
-                f"If-Match {if_match} does not match the current version {aggregate.etag}; "
-                "read the object again and retry"
-            )
+        check_if_match(aggregate.etag, if_match)
 
     # -- operator: hosting accounts -------------------------------------------
     def check_operator_token(self, token: str) -> bool:
@@ -604,6 +597,17 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, App
     # -- history ----------------------------------------------------------------
     def read_history(self, query: HistoryQuery) -> tuple[list[dict], int | None]:
         return self.history.query(query)
+
+
+def check_if_match(current: str, if_match: str | None) -> None:
+    """Refuse (412) a change whose If-Match does not name the current ETag."""
+    if if_match is None:
+        return
+    candidates = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    if "*" not in candidates and current not in candidates:
+        raise PreconditionFailed(
+            f"If-Match {if_match} does not match the current version {current}; read it again and retry"
+        )
 
 
 def validate_time_zone(name: Any) -> None:

@@ -250,14 +250,9 @@ class BaseUseCases:
 
     @staticmethod
     def _check_record_version(base: Base, record_id: UUID, if_match: str | None) -> None:
-        from campus.errors import PreconditionFailed
+        from campus.application import check_if_match
 
-        if if_match is None:
-            return
-        tag = record_etag(base, record_id)
-        candidates = {t.strip().removeprefix("W/") for t in if_match.split(",")}
-        if "*" not in candidates and tag not in candidates:
-            raise PreconditionFailed(f"If-Match {if_match} does not match the record's current version {tag}")
+        check_if_match(record_etag(base, record_id), if_match)
 
 
 def record_etag(base: Base, record_id: UUID) -> str:
