@@ -100,7 +100,7 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, App
     # -- infrastructure hooks ------------------------------------------------
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Settings were read once at the composition root: ignore os.environ here.
-        return Environment(name, dict(env or {}))
+        return Environment(name, {"IS_SNAPSHOTTING_ENABLED": "y", **dict(env or {})})
 
     def construct_transcoder(self) -> Transcoder:
         return MsgpackTranscoder()
@@ -379,6 +379,12 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, App
     def get_planning(self, account_id: UUID, planning_id: UUID) -> Planning:
         return self._get(Planning, planning_id, account_id, "planning")
 
+    def get_planning_by_text(self, account_id: UUID, planning_id: str) -> Planning:
+        try:
+            return self.get_planning(account_id, UUID(planning_id))
+        except ValueError:
+            raise NotFound("planning not found") from None
+
     def update_planning(
         self, account_id: UUID, planning_id: UUID, changes: dict[str, Any], if_match: str | None = None
     ) -> Planning:
@@ -574,6 +580,17 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, App
                     user.change_external_ids(external_ids=merged)
             self.save(user)
             return user
+
+        return self._run(account_id, body)
+
+    def reset_user_password(self, account_id: UUID, login: str) -> tuple[DirectoryUser, str]:
+        """A new generated password (shown once); the user's open sessions end."""
+        def body() -> tuple[DirectoryUser, str]:
+            user = self.get_user(account_id, login)
+            password = generate_password(14)
+            user.change_password(password_hash=hash_secret(password))
+            self.save(user)
+            return user, password
 
         return self._run(account_id, body)
 

@@ -88,6 +88,11 @@ class BaseUseCases:
         with self._command(account_id):
             return planning, self.get_base(account_id, planning.base_id)
 
+    def list_bases(self: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[Planning, list[Base]]:
+        planning = self.get_planning(account_id, planning_id)
+        with self._command(account_id):
+            return planning, [self.get_base(account_id, b) for b in planning.base_ids]
+
     def list_records(self: CampusApplication, account_id: UUID, planning_id: UUID, kind_name: str,
                      after: UUID | None = None, limit: int = 100) -> tuple[list[tuple[UUID, dict]], UUID | None]:
         kind = kind_of(kind_name)

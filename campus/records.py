@@ -40,7 +40,7 @@ class Teacher(Record):
 
 class Subject(Record):
     name: Name
-    code: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = None
+    short_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = None
 
 
 class SchoolClass(Record):

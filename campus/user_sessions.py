@@ -113,7 +113,8 @@ class UserSessionUseCases:
             token = new_token()
             session = UserSession(
                 token_digest=token_digest(token), account_id=account_id, user_id=user.id, login=user.login,
-                planning_id=target.id, mode=mode.value, device_id=device_id, recognised_device=recognised,
+                planning_id=target.id, base_id=target.base_id, mode=mode.value, device_id=device_id,
+                recognised_device=recognised,
                 expires_at=self.now() + timedelta(hours=USER_SESSION_HOURS),
                 credentials_epoch=user.credentials_epoch,
             )
@@ -140,14 +141,22 @@ class UserSessionUseCases:
         return claim.account_id
 
     def _find_planning(self: CampusApplication, account_id: UUID, wanted: str) -> Planning:
+        """By id, else by name, else by publication name (names ignore case)."""
         plannings = self.list_plannings(account_id)
-        for planning in plannings:
-            if wanted in (str(planning.id), planning.name, planning.publication_name):
-                return planning
+        key = wanted.strip().casefold()
+        for match in (lambda p: str(p.id) == wanted.strip(), lambda p: p.name.casefold() == key,
+                      lambda p: p.publication_name.casefold() == key):
+            found = [p for p in plannings if match(p)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise Conflict(f"{wanted!r} names several plannings: use the planning's id", code="ambiguous_planning")
         names = ", ".join(repr(p.name) for p in plannings)
         raise NotFound(f"no planning {wanted!r}: the plannings are {names}")
 
-    def authenticate_user(self: CampusApplication, token: str) -> UserCaller:
+    def authenticate_user(self: CampusApplication, token: str, *, serving: bool = True) -> UserCaller:
+        """The caller behind a user token. With `serving`, the planning's server must be in
+        service on the session's base (records); administration works on a stopped server."""
         invalid = Unauthenticated("the token is invalid, has expired or was revoked; log in again",
                                   code="invalid_token")
         try:
@@ -160,6 +169,12 @@ class UserSessionUseCases:
         if user.credentials_epoch != session.credentials_epoch:
             raise invalid
         planning = self.get_planning(session.account_id, session.planning_id)
+        if serving and not planning.in_service:
+            raise Conflict(f"the server of {planning.name!r} was stopped; log in again once it is back in service",
+                           code="server_stopped")
+        if serving and planning.base_id != session.base_id:
+            raise Unauthenticated(f"the base of {planning.name!r} was changed since this session began; log in again",
+                                  code="base_changed")
         profile = planning.profile_of(user.login)
         if profile is None:
             raise Forbidden(f"{user.login!r} no longer holds a profile on {planning.name!r}", code="no_profile")

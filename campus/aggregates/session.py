@@ -62,6 +62,7 @@ class UserSession(CampusAggregate):
         user_id: UUID,
         login: str,
         planning_id: UUID,
+        base_id: UUID | None,
         mode: str,
         device_id: UUID | None,
         recognised_device: bool,
@@ -72,6 +73,7 @@ class UserSession(CampusAggregate):
         self.user_id = user_id
         self.login = login
         self.planning_id = planning_id
+        self.base_id = base_id
         self.mode = mode
         self.device_id = device_id
         self.recognised_device = recognised_device

@@ -244,6 +244,13 @@ def update_user(call: Call, body: s.UserChanges) -> Reply:
     return Reply(user_view(user), etag=user.etag)
 
 
+@api.post("/v1/console/users/{login}/password", auth=Auth.CONSOLE, tag="users")
+def reset_user_password(call: Call) -> Reply:
+    """Give a user a new generated password (shown only here); the user's open sessions end."""
+    user, password = call.app.reset_user_password(call.account_id, call.path["login"])
+    return Reply({"login": user.login, "password": password}, etag=user.etag, headers={"Cache-Control": "no-store"})
+
+
 # -- history ----------------------------------------------------------------------
 @api.get("/v1/console/history", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history")
 def history(call: Call) -> dict:

@@ -239,20 +239,15 @@ def _authenticate(application: CampusApplication, auth: Auth, request: Request, 
         return
     call.token = token
     if auth is Auth.USER:
-        call.caller = application.authenticate_user(token)
-        wanted = call.path.get("planning_id")
-        if wanted is not None and wanted != str(call.caller.planning.id):
-            raise Forbidden(f"this session is for the planning {call.caller.planning.name!r}; "
-                            "log in to the other planning", code="other_planning")
+        call.caller = _user_for_path(application, token, call)
         return
     if auth is Auth.CONSOLE_OR_ADMIN:
         try:
             account = application.authenticate_console(token)
         except Unauthenticated:
-            call.caller = application.authenticate_user(token)
-            if not call.caller.user.is_administrative:
-                raise Forbidden("only the hosting manager, superadministrators and base administrators may do this",
-                                code="not_an_administrator") from None
+            # A superadministrator or base administrator holding Administration on this planning.
+            call.caller = _user_for_path(application, token, call, serving=False)
+            call.caller.require("administer")
             return
     else:
         account = application.authenticate_console(token)
@@ -262,6 +257,16 @@ def _authenticate(application: CampusApplication, auth: Auth, request: Request, 
         raise Forbidden(
             "accept the licence agreement first (POST /v1/console/licence-agreement); "
             "nothing else of the console works before", code="licence_not_accepted")
+
+
+def _user_for_path(application: CampusApplication, token: str, call: Call, serving: bool = True) -> UserCaller:
+    caller = application.authenticate_user(token, serving=serving)
+    wanted = call.path.get("planning_id")
+    if wanted is not None and wanted != str(caller.planning.id):
+        application.get_planning_by_text(caller.session.account_id, wanted)  # another school's: 404
+        raise Forbidden(f"this session is for the planning {caller.planning.name!r}; "
+                        "log in to the other planning", code="other_planning")
+    return caller
 
 
 def _encode(ep: Endpoint, result: Any) -> Response:

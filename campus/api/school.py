@@ -59,8 +59,7 @@ def get_base(call: Call) -> Reply:
 @api.get("/v1/console/plannings/{planning_id}/bases", auth=Auth.CONSOLE_OR_ADMIN, tag="bases")
 def list_bases(call: Call) -> dict:
     """Every base of the planning: the current one and the others ("autres bases")."""
-    planning = call.app.get_planning(call.account_id, _planning_id(call))
-    bases = [call.app.get_base(call.account_id, b) for b in planning.base_ids]
+    planning, bases = call.app.list_bases(call.account_id, _planning_id(call))
     return {"current": str(planning.base_id) if planning.base_id else None,
             "bases": [{"id": str(b.id), "name": b.name, "origin": b.origin, "created_at": b.created_on,
                        "counts": b.counts()} for b in bases]}
