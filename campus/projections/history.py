@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import orjson
+import structlog
 
 from campus.redaction import redact
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from eventsourcing.application import Application
 
 BATCH = 500
+log = structlog.get_logger("campus.history")
 _HIDDEN_FIELDS = ("originator_id", "originator_version", "timestamp", "meta", "originator_topic")
 
 
@@ -111,9 +113,13 @@ class HistoryView:
 
     # -- projection -------------------------------------------------------
     def catch_up(self) -> int:
-        """Project every event recorded so far; return the last position."""
-        with self._lock:
-            while True:
+        """Project every event recorded so far; return the last position.
+
+        The lock is taken one batch at a time, so a long catch-up (after a big
+        load) never holds another reader for more than one batch.
+        """
+        while True:
+            with self._lock:
                 with self.datastore.transaction(commit=False) as curs:
                     position = self._position(curs)
                 notifications = self.app.recorder.select_notifications(
@@ -122,6 +128,20 @@ class HistoryView:
                 if not notifications:
                     return position
                 self._project(notifications)
+
+    def follow(self, stop: threading.Event, interval: float = 0.5) -> threading.Thread:
+        """Keep the view caught up in the background until `stop` is set."""
+
+        def run() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.catch_up()
+                except Exception:  # noqa: BLE001 - a reader's catch_up will retry and report
+                    log.warning("history_follow_failed", exc_info=True)
+
+        thread = threading.Thread(target=run, name="campus-history-follower", daemon=True)
+        thread.start()
+        return thread
 
     def _project(self, notifications: list) -> None:
         rows, catalogue = [], []
