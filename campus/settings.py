@@ -26,6 +26,8 @@ class Settings:
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
     console_session_hours: int = 12
     max_body_bytes: int = 1024 * 1024
+    # Uploaded base files (loads) are streamed to <data_dir>/tmp under this cap.
+    max_upload_bytes: int = 256 * 1024 * 1024
     history_page_max: int = 500
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
@@ -49,6 +51,8 @@ class Settings:
             kwargs["log_level"] = env["CAMPUS_LOG_LEVEL"]
         if env.get("CAMPUS_MAX_BODY_BYTES"):
             kwargs["max_body_bytes"] = int(env["CAMPUS_MAX_BODY_BYTES"])
+        if env.get("CAMPUS_MAX_UPLOAD_BYTES"):
+            kwargs["max_upload_bytes"] = int(env["CAMPUS_MAX_UPLOAD_BYTES"])
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,7 +10,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from campus.api import me, school  # noqa: F401 - they register their routes on `api`
+from campus.api import exchange, me, school  # noqa: F401 - they register their routes on `api`
 from campus.api.handlers import api
 from campus.api.middleware import RequestContextMiddleware
 from campus.api.openapi import campus_version
@@ -28,8 +29,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app_service.history.catch_up()
+        stop = threading.Event()
+        follower = app_service.history.follow(stop)
         log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version())
         yield
+        stop.set()
+        follower.join(timeout=5)
         app_service.close()
 
     app = Starlette(

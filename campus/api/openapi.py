@@ -68,6 +68,9 @@ def openapi_document(api: Api, version: str) -> dict[str, Any]:
                     "name": name, "in": "query", "required": field.is_required(), "schema": prop,
                     **({"description": field.description} if field.description else {}),
                 })
+        if ep.raw is not None:
+            op["requestBody"] = {"required": True, "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}}
         if ep.body is not None:
             op["requestBody"] = {
                 "required": True,
@@ -89,7 +92,7 @@ def openapi_document(api: Api, version: str) -> dict[str, Any]:
             errors["409"] = "conflict: uniqueness, state or concurrent change"
         if ep.method in ("PUT", "PATCH"):
             errors["412"] = "stale If-Match"
-        if ep.body:
+        if ep.body or ep.raw:
             errors["413"] = "body over the size cap"
         for status, description in errors.items():
             op["responses"][status] = {"description": description, "content": problem_ref}

@@ -10,11 +10,14 @@ the answer. The same declarations generate ``/openapi.json``.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
 import orjson
 import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -69,6 +72,8 @@ class Call:
     token: str | None = None
     account: HostingAccount | None = None
     caller: UserCaller | None = None
+    # Endpoints declared with `raw`: the body's bytes, or the Path of the file it was spooled to.
+    raw: Any = None
 
     @property
     def account_id(self):  # noqa: ANN201
@@ -99,6 +104,10 @@ class Endpoint:
     status: int = 200
     summary: str = ""
     tag: str = ""
+    # The body as-is instead of JSON: "bytes" in memory, or "file" spooled under <data_dir>/tmp
+    # (removed after the handler); `cap` gives its limit (default Settings.max_body_bytes).
+    raw: Literal["bytes", "file"] | None = None
+    cap: Callable[[Any], int] | None = None
 
     @property
     def path_params(self) -> list[str]:
@@ -123,10 +132,12 @@ class Api:
 
     def route(self, method: str, path: str, *, auth: Auth, body: type[BaseModel] | None = None,
               query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
-              status: int = 200, tag: str = "") -> Callable[[Callable], Callable]:
+              status: int = 200, tag: str = "", raw: Literal["bytes", "file"] | None = None,
+              cap: Callable[[Any], int] | None = None) -> Callable[[Callable], Callable]:
         def register(handler: Callable) -> Callable:
             summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
-            self.endpoints.append(Endpoint(method, path, handler, auth, body, query, response, status, summary, tag))
+            self.endpoints.append(Endpoint(method, path, handler, auth, body, query, response, status, summary, tag,
+                                           raw, cap))
             return handler
         return register
 
@@ -149,17 +160,31 @@ class Api:
         by_path: dict[str, dict[str, Endpoint]] = {}
         for ep in self.endpoints:
             by_path.setdefault(ep.path, {})[ep.method] = ep
-        return [Route(path, _dispatcher(application, eps), methods=list(eps)) for path, eps in by_path.items()]
+        # Starlette takes the first match: a literal segment wins over a parameter
+        # (/v1/console/users/export before /v1/console/users/{login}).
+        ordered = sorted(by_path.items(), key=lambda item: item[0].count("{"))
+        return [Route(path, _dispatcher(application, eps), methods=list(eps)) for path, eps in ordered]
 
 
 def _dispatcher(application: CampusApplication, endpoints: dict[str, Endpoint]) -> Callable:
     async def endpoint(request: Request) -> Response:
         ep = endpoints[request.method if request.method != "HEAD" else "GET"]
+        cap = ep.cap(application.settings) if ep.cap else application.settings.max_body_bytes
+        spooled: Path | None = None
         try:
-            raw = await _read_body(request, application.settings.max_body_bytes) if ep.body else b""
+            raw: bytes | Path = b""
+            if ep.raw == "file":
+                # Credentials first: an anonymous caller never gets to write a temporary file.
+                await run_in_threadpool(_authenticate, application, ep.auth, request, _bare_call(application, request))
+                raw = spooled = await _spool_body(request, application.settings.data_dir / "tmp", cap)
+            elif ep.raw or ep.body:
+                raw = await _read_body(request, cap)
             return await run_in_threadpool(_handle, application, ep, request, raw)
         except CampusError as exc:
             return from_campus_error(exc)
+        finally:
+            if spooled is not None:
+                spooled.unlink(missing_ok=True)
     return endpoint
 
 
@@ -176,15 +201,43 @@ async def _read_body(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def _handle(application: CampusApplication, ep: Endpoint, request: Request, raw: bytes) -> Response:
+async def _spool_body(request: Request, directory: Path, cap: int) -> Path:
+    """Stream the body to a new file in `directory` under `cap` bytes; the file is removed on failure."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise TooLarge(f"the body is {declared} bytes; the limit is {cap} bytes")
+    await anyio.to_thread.run_sync(lambda: directory.mkdir(parents=True, exist_ok=True))
+    fd, name = await anyio.to_thread.run_sync(lambda: tempfile.mkstemp(prefix="upload-", suffix=".part", dir=directory))
+    path = Path(name)
+    try:
+        size = 0
+        async with await anyio.open_file(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise TooLarge(f"the body exceeds the limit of {cap} bytes")
+                await out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _bare_call(application: CampusApplication, request: Request) -> Call:
+    return Call(app=application, path=dict(request.path_params), query=None, headers=request.headers)
+
+
+def _handle(application: CampusApplication, ep: Endpoint, request: Request, raw: bytes | Path) -> Response:
     """Runs in a worker thread: validate, authenticate, call, encode."""
     try:
         args: list[Any] = []
-        call = Call(app=application, path=dict(request.path_params), query=None, headers=request.headers)
+        call = _bare_call(application, request)
         _authenticate(application, ep.auth, request, call)
         if ep.query is not None:
             call.query = _validate(ep.query, dict(request.query_params), "query.")
-        if ep.body is not None:
+        if ep.raw is not None:
+            call.raw = raw
+        elif ep.body is not None:
             args.append(_validate(ep.body, _parse_json(raw, request), ""))
         result = ep.handler(call, *args)
         response = _encode(ep, result)
@@ -270,6 +323,8 @@ def _user_for_path(application: CampusApplication, token: str, call: Call, servi
 
 
 def _encode(ep: Endpoint, result: Any) -> Response:
+    if isinstance(result, Response):  # a streamed answer (an export)
+        return result
     reply = result if isinstance(result, Reply) else Reply(body=result)
     status = reply.status or ep.status
     headers = dict(reply.headers)
