@@ -71,6 +71,16 @@ class BaseUseCases:
 
     base_cache: BaseCache
 
+    def warm_up(self: CampusApplication, limit: int = BASE_CACHE_SIZE) -> int:
+        """Replay the bases in service before anyone asks, so the first read is fast."""
+        warmed = 0
+        for planning_id in self.history.all_aggregate_ids("Planning"):
+            planning = self.repository.get(planning_id)
+            if planning.in_service and planning.base_id is not None and warmed < limit:
+                self.base_cache.get(planning.base_id)
+                warmed += 1
+        return warmed
+
     # -- reading ------------------------------------------------------------------
     def get_base(self: CampusApplication, account_id: UUID, base_id: UUID) -> Base:
         try:

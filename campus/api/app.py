@@ -22,6 +22,13 @@ from campus.settings import Settings
 log = structlog.get_logger("campus")
 
 
+def _warm_up(app_service: CampusApplication) -> None:
+    try:
+        log.info("warmed_up", bases=app_service.warm_up())
+    except Exception:  # noqa: BLE001 - a cold cache is only slower
+        log.warning("warm_up_failed", exc_info=True)
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None,
                application: CampusApplication | None = None) -> Starlette:
     """Build the ASGI app. The eventsourcing application is built here unless given."""
@@ -31,6 +38,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         app_service.history.catch_up()
         stop = threading.Event()
         follower = app_service.history.follow(stop)
+        threading.Thread(target=_warm_up, args=(app_service,), name="campus-warm-up", daemon=True).start()
         log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version())
         yield
         stop.set()

@@ -223,6 +223,15 @@ class HistoryView:
             "data": orjson.loads(r["data"]),
         }
 
+    def all_aggregate_ids(self, aggregate_type: str) -> list[UUID]:
+        """Every tenant's aggregates of a type (for start-up work, never for an API answer)."""
+        self.catch_up()
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._sql(
+                f"SELECT aggregate_id FROM {self.t_catalogue} WHERE aggregate_type = ? ORDER BY position"),
+                (aggregate_type,))
+            return [UUID(str(r["aggregate_id"])) for r in curs.fetchall()]
+
     def aggregate_ids(self, tenant: str, aggregate_type: str) -> list[UUID]:
         self.catch_up()
         with self.datastore.transaction(commit=False) as curs:
