@@ -34,6 +34,7 @@ from campus.aggregates.school_base import Base
 from campus.aggregates.user import DirectoryUser, Status, user_id_for
 from campus.bases import BaseCache, BaseUseCases
 from campus.exchange import ExchangeUseCases
+from campus.time_machine import TimeMachineUseCases
 from campus.user_sessions import UserSessionUseCases
 from campus.clock import Clock, FrozenClock, SystemClock, current_clock, reset_clock, use_clock
 from campus.context import set_actor
@@ -78,7 +79,7 @@ class CreatedUser:
     password: str | None
 
 
-class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Application):
+class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, TimeMachineUseCases, Application):
     name = "campus"
     # The library's snapshots: a private speed-up for long streams (bases), not saves or archives.
     snapshotting_intervals = {Base: 5000}

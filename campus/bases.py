@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -104,11 +104,15 @@ class BaseUseCases:
             return planning, [self.get_base(account_id, b) for b in planning.base_ids]
 
     def list_records(self: CampusApplication, account_id: UUID, planning_id: UUID, kind_name: str,
-                     after: UUID | None = None, limit: int = 100) -> tuple[list[tuple[UUID, dict]], UUID | None]:
+                     after: UUID | None = None, limit: int = 100,
+                     as_of: datetime | None = None) -> tuple[list[tuple[UUID, dict]], UUID | None]:
         kind = kind_of(kind_name)
-        planning, base = self.current_base(account_id, planning_id)
-        with self._command(account_id):
-            items = list(base.records[kind.name].items())
+        if as_of is not None:
+            items = list(self.base_as_of(account_id, planning_id, as_of).base.records[kind.name].items())
+        else:
+            planning, base = self.current_base(account_id, planning_id)
+            with self._command(account_id):
+                items = list(base.records[kind.name].items())
         start = 0
         if after is not None:
             ids = [record_id for record_id, _ in items]

@@ -75,6 +75,32 @@ class Base(CampusAggregate):
     def rename(self, name: str) -> None:
         self.name = name
 
+    @event("Restored")
+    def restore(self, state: dict, restored_to: datetime, from_version: int) -> None:
+        """The base as it was at `restored_to` (its version `from_version`) becomes current.
+
+        The event carries the whole restored state, so the history in between stays
+        readable and restoring to the instant before this event undoes it.
+        """
+        self.name = state["name"]
+        self.grid = dict(state["grid"])
+        self.records = {kind: {rid: dict(f) for rid, f in state["records"].get(kind, {}).items()} for kind in KINDS}
+        self.annexes = {name: dict(a) for name, a in state["annexes"].items()}
+        self.connection_modes = {k: dict(v) for k, v in state["connection_modes"].items()}
+        self.last_entry_at = state["last_entry_at"]
+        self.revisions = {rid: self.version + 1 for records in self.records.values() for rid in records}
+
+    def restorable_state(self) -> dict[str, Any]:
+        """What a restore brings back: the grid, the records, annexes and connection modes."""
+        return {
+            "name": self.name,
+            "grid": self.grid,
+            "records": {kind: records for kind, records in self.records.items() if records},
+            "annexes": self.annexes,
+            "connection_modes": self.connection_modes,
+            "last_entry_at": self.last_entry_at,
+        }
+
     def counts(self) -> dict[str, int]:
         return {kind: len(records) for kind, records in self.records.items()}
 

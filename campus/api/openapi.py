@@ -62,10 +62,11 @@ def openapi_document(api: Api, version: str) -> dict[str, Any]:
             "responses": {},
         }
         if ep.query is not None:
+            properties = ep.query.model_json_schema()["properties"]
             for name, field in ep.query.model_fields.items():
-                prop = ep.query.model_json_schema()["properties"][name]
+                key = field.alias or name
                 op["parameters"].append({
-                    "name": name, "in": "query", "required": field.is_required(), "schema": prop,
+                    "name": key, "in": "query", "required": field.is_required(), "schema": properties[key],
                     **({"description": field.description} if field.description else {}),
                 })
         if ep.raw is not None:

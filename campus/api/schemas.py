@@ -264,3 +264,32 @@ class DeviceName(Strict):
 class RecordPage(Strict):
     after: UUID | None = Field(default=None, description="the id of the last record of the previous page")
     limit: int = Field(default=100, ge=1, le=1000)
+    as_of: AwareDatetime | None = Field(default=None, description="read the records as they were at this instant")
+
+    _in_range = field_validator("as_of")(_utc_in_range)
+
+
+# -- the past -------------------------------------------------------------------
+class AsOf(Strict):
+    as_of: AwareDatetime | None = Field(
+        default=None, description="an ISO 8601 instant with offset: the state after every event stamped at or before it")
+
+    _in_range = field_validator("as_of")(_utc_in_range)
+
+
+class Diff(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: AwareDatetime = Field(alias="from", description="ISO 8601 instant with offset")
+    to: AwareDatetime = Field(description="ISO 8601 instant with offset")
+
+    _in_range = field_validator("from_", "to")(_utc_in_range)
+
+
+class Restore(Strict):
+    as_of: AwareDatetime | None = Field(default=None, description="the instant to go back to (last 30 days)")
+    backup_id: str | None = Field(default=None, description="a save or an archive (coming with saves and archives)")
+    confirm: bool = Field(default=False, description="must be true: the restore replaces the base's current state")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+
+    _in_range = field_validator("as_of")(_utc_in_range)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +11,7 @@ from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
 from campus.api.views import planning_view
+from campus.errors import Invalid
 from campus.errors import Invalid
 from campus.grid import grid_view
 from campus.records import KINDS, record_json
@@ -49,9 +51,13 @@ def create_base(call: Call, body: s.NewBase) -> Reply:
     return Reply({**base_view(base), "server_state": planning.server_state}, etag=base.etag)
 
 
-@api.get("/v1/console/plannings/{planning_id}/base", auth=Auth.CONSOLE_OR_ADMIN, tag="bases")
+@api.get("/v1/console/plannings/{planning_id}/base", auth=Auth.CONSOLE_OR_ADMIN, query=s.AsOf, tag="bases")
 def get_base(call: Call) -> Reply:
-    """The base in service on the planning: grid, counts per kind, created at, last entry at."""
+    """The planning's base: grid, counts per kind, created at, last entry at — now, or `as_of` an instant."""
+    if call.query.as_of is not None:
+        past = call.app.base_as_of(call.account_id, _planning_id(call), call.query.as_of)
+        return Reply({**base_view(past.base), "server_state": past.planning.server_state,
+                      "as_of": past.as_of, "position": past.position})
     planning, base = call.app.current_base(call.account_id, _planning_id(call))
     return Reply({**base_view(base), "server_state": planning.server_state}, etag=base.etag)
 
@@ -95,10 +101,49 @@ def add_record(call: Call, body: s.RecordBody) -> Reply:
 def list_records(call: Call) -> dict:
     """The records of a kind, in the order they were added, paged with `after` and `limit`."""
     call.user.require("read")
+    q: s.RecordPage = call.query
     page, next_id = call.app.list_records(call.account_id, _planning_id(call), call.path["kind"],
-                                          call.query.after, call.query.limit)
+                                          q.after, q.limit, as_of=q.as_of)
     kind = call.path["kind"]
-    return {"records": [record_json(kind, i, f) for i, f in page], "next": str(next_id) if next_id else None}
+    return {"records": [record_json(kind, i, f) for i, f in page], "next": str(next_id) if next_id else None,
+            **({"as_of": q.as_of} if q.as_of else {})}
+
+
+# -- the past -----------------------------------------------------------------------
+@api.get("/v1/console/plannings/{planning_id}/restore-window", auth=Auth.CONSOLE_OR_ADMIN, tag="time machine")
+def restore_window(call: Call) -> dict:
+    """The instants the base can be restored to: the last 30 days, not before it existed."""
+    earliest, latest = call.app.restore_window(call.account_id, _planning_id(call))
+    return {"earliest": earliest, "latest": latest}
+
+
+@api.post("/v1/console/plannings/{planning_id}/restores", auth=Auth.CONSOLE_OR_ADMIN, body=s.Restore, status=201,
+          tag="time machine")
+def restore(call: Call, body: s.Restore) -> Reply:
+    """Restore the base to an instant (server stopped, `confirm: true`); undo by restoring to just before."""
+    if body.backup_id is not None:
+        raise Invalid.field("backup_id", "saves and archives are not available yet: restore with as_of")
+    if body.as_of is None:
+        raise Invalid.field("as_of", "give the instant to restore to")
+    base, at = call.app.restore_base(call.account_id, _planning_id(call), as_of=body.as_of, confirm=body.confirm,
+                                     reason=body.reason)
+    return Reply({"base": base_view(base), "restored_to": body.as_of, "restored_at": at,
+                  "undo": {"as_of": at - timedelta(microseconds=1)}}, etag=base.etag)
+
+
+@api.get("/v1/console/plannings/{planning_id}/base/diff", auth=Auth.CONSOLE_OR_ADMIN, query=s.Diff,
+         tag="time machine")
+def diff(call: Call) -> dict:
+    """Records added, changed and removed between two instants."""
+    d = call.app.diff_base(call.account_id, _planning_id(call), call.query.from_, call.query.to)
+    return {
+        "from": {"as_of": d["from"].as_of, "position": d["from"].position},
+        "to": {"as_of": d["to"].as_of, "position": d["to"].position},
+        "added": [record_json(k, i, f) for k, i, f in d["added"]],
+        "changed": [{"id": str(i), "kind": k, "before": record_json(k, i, b), "after": record_json(k, i, a)}
+                    for k, i, b, a in d["changed"]],
+        "removed": [record_json(k, i, f) for k, i, f in d["removed"]],
+    }
 
 
 @api.get("/v1/plannings/{planning_id}/records/{kind}/{record_id}", auth=Auth.USER, tag="records")

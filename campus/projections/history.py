@@ -223,6 +223,16 @@ class HistoryView:
             "data": orjson.loads(r["data"]),
         }
 
+    def version_at(self, aggregate_id: UUID, instant: datetime) -> tuple[int, int] | None:
+        """(version, position) of the aggregate's last event stamped at or before `instant`."""
+        self.catch_up()
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._sql(
+                f"SELECT version, position FROM {self.t_history} WHERE aggregate_id = ? AND timestamp <= ?"
+                " ORDER BY position DESC LIMIT 1"), (str(aggregate_id), iso(instant)))
+            row = curs.fetchone()
+        return (int(row["version"]), int(row["position"])) if row else None
+
     def all_aggregate_ids(self, aggregate_type: str) -> list[UUID]:
         """Every tenant's aggregates of a type (for start-up work, never for an API answer)."""
         self.catch_up()
