@@ -32,6 +32,7 @@ from campus.aggregates.planning import DEFAULT_TIME_ZONE, FIRST_PLANNING_PORT, P
 from campus.aggregates.session import ConsoleSession, console_session_id_for
 from campus.aggregates.school_base import Base
 from campus.aggregates.user import DirectoryUser, Status, user_id_for
+from campus.backups import BackupUseCases
 from campus.bases import BaseCache, BaseUseCases
 from campus.exchange import ExchangeUseCases
 from campus.time_machine import TimeMachineUseCases
@@ -79,7 +80,8 @@ class CreatedUser:
     password: str | None
 
 
-class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, TimeMachineUseCases, Application):
+class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, TimeMachineUseCases, BackupUseCases,
+                        Application):
     name = "campus"
     # The library's snapshots: a private speed-up for long streams (bases), not saves or archives.
     snapshotting_intervals = {Base: 5000}
