@@ -52,6 +52,13 @@ class BaseCache:
                 self._bases.popitem(last=False)
         return base
 
+    def put(self, base: Base) -> None:
+        """Keep a base just saved (its state is the stored one)."""
+        with self._lock:
+            self._bases[base.id] = base
+            while len(self._bases) > self.size:
+                self._bases.popitem(last=False)
+
     def drop_dirty(self) -> None:
         """Forget bases a failed command changed without saving."""
         with self._lock:
@@ -153,6 +160,7 @@ class BaseUseCases:
                 self._require_superadministrator(account_id)
                 planning.start_server()
             self.save(base, planning)
+            self.base_cache.put(base)
             return planning, base
 
         return self._run(account_id, body)

@@ -126,6 +126,7 @@ class ExchangeUseCases:
                 base.set_connection_modes(modes=dict(loaded.connection_modes))
             planning.mount_base(base_id=base.id)
             self.save(base, planning)
+            self.base_cache.put(base)  # built in memory already: no replay on the first read
             return planning, base, loaded
 
         return self._run(account_id, body)
@@ -352,6 +353,7 @@ class ExchangeUseCases:
             base.set_connection_modes(modes=modes)
             planning.mount_base(base_id=base.id)
             self.save(base, planning)
+            self.base_cache.put(base)
             return planning, base, refs
 
         return self._run(account_id, body)
