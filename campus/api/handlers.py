@@ -41,7 +41,7 @@ def openapi(call: Call) -> Reply:
           status=201, tag="operator")
 def open_account(call: Call, body: s.OpenAccount) -> Reply:
     """Open a hosting account; the console password and invoice number are shown only here."""
-    opened = call.app.open_account(body.establishment, body.manager.name, str(body.manager.email))
+    opened = call.app.open_account(body.establishment, body.manager.name, str(body.manager.email), body.edition)
     return Reply({
         "hosting_number": opened.account.hosting_number,
         "console_password": opened.console_password,

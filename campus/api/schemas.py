@@ -64,6 +64,8 @@ class Manager(Strict):
 class OpenAccount(Strict):
     establishment: Text
     manager: Manager
+    edition: Literal["campus", "hosted"] = Field(
+        default="campus", description="campus: a created base goes into service at once (Campus fiche 6)")
 
 
 class OpenedAccountOut(BaseModel):

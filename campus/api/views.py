@@ -14,6 +14,7 @@ def account_view(a: HostingAccount) -> dict[str, Any]:
     return {
         "hosting_number": a.hosting_number,
         "establishment": a.establishment,
+        "edition": a.edition,
         "manager": a.manager,
         "licence": {**a.licence, "options": list(a.licence.get("options", ()))},
         "licence_accepted_at": a.licence_accepted_at,

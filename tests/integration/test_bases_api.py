@@ -413,3 +413,25 @@ def test_long_base_streams_are_snapshotted(cs):
     app.take_snapshot(base_id)
     fresh = app.repository.get(base_id)
     assert fresh.records["students"][uuid.UUID(student["id"])]["last_name"] == "Bernard"
+
+
+def test_in_the_hosted_edition_the_manager_puts_a_created_base_in_service(sqlite_only_settings, clock):
+    """Campus fiche 6 puts a created base in service at once; the hosted edition leaves it to the manager."""
+    from api_helpers import School, accept_licence, console_login, make_client, operator_headers
+
+    with make_client(sqlite_only_settings, clock) as client:
+        r = client.post("/v1/operator/accounts", headers=operator_headers(client), json={
+            "establishment": "Lycée hébergé", "manager": {"name": "M", "email": "m@example.org"},
+            "edition": "hosted"})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        school = School(body["hosting_number"], body["console_password"], body["invoice_number"], "Lycée hébergé")
+        headers = console_login(client, school)
+        accept_licence(client, headers)
+        assert client.get("/v1/console/account", headers=headers).json()["edition"] == "hosted"
+        planning = client.get("/v1/console/plannings", headers=headers).json()["plannings"][0]["id"]
+        created = client.post(bases_url(planning), headers=headers, json=grid_body())
+        assert created.status_code == 201, created.text
+        assert created.json()["server_state"] == "stopped"
+        refused = set_server(client, headers, planning, "in_service")
+        assert_problem(refused, 409, code="superadministrator_required")
