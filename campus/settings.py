@@ -18,6 +18,8 @@ DEFAULT_DOMAIN_SUFFIX = "pronote-campus.net"
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./var")
+    # Saves and archives of bases: <snapshots_dir>/<account id>/<backup id>.campus
+    snapshots_dir: Path = Path("./snapshots")
     # PostgreSQL: a libpq-style URL, e.g. postgresql://campus@127.0.0.1:5432/campus
     postgres_dsn: str | None = None
     # Extra eventsourcing variables (POSTGRES_* and others) passed to the library as-is.
@@ -33,11 +35,13 @@ class Settings:
     log_level: str = "info"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
         env = os.environ if environ is None else environ
         kwargs: dict = {}
         if env.get("CAMPUS_DATA_DIR"):
             kwargs["data_dir"] = Path(env["CAMPUS_DATA_DIR"])
+        if env.get("CAMPUS_SNAPSHOTS_DIR"):
+            kwargs["snapshots_dir"] = Path(env["CAMPUS_SNAPSHOTS_DIR"])
         if env.get("CAMPUS_POSTGRES_DSN"):
             kwargs["postgres_dsn"] = env["CAMPUS_POSTGRES_DSN"]
         kwargs["library_env"] = {k: v for k, v in env.items() if k.startswith("POSTGRES_")}

@@ -60,12 +60,13 @@ def pg_schema() -> Iterator[str]:
 
 
 def sqlite_settings(tmp_path: Path, **kw) -> Settings:
-    return Settings(data_dir=tmp_path / "data", operator_token=OPERATOR_TOKEN, **kw)
+    return Settings(data_dir=tmp_path / "data", snapshots_dir=tmp_path / "snapshots",
+                    operator_token=OPERATOR_TOKEN, **kw)
 
 
 def postgres_settings(tmp_path: Path, schema: str, **kw) -> Settings:
-    return Settings(data_dir=tmp_path / "data", operator_token=OPERATOR_TOKEN,
-                    postgres_dsn=f"{PG_DSN}?schema={schema}", **kw)
+    return Settings(data_dir=tmp_path / "data", snapshots_dir=tmp_path / "snapshots",
+                    operator_token=OPERATOR_TOKEN, postgres_dsn=f"{PG_DSN}?schema={schema}", **kw)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

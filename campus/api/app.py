@@ -10,7 +10,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from campus.api import exchange, me, school  # noqa: F401 - they register their routes on `api`
+from campus.api import backups, exchange, me, school  # noqa: F401 - they register their routes on `api`
 from campus.api.handlers import api
 from campus.api.middleware import RequestContextMiddleware
 from campus.api.openapi import campus_version
@@ -38,11 +38,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         app_service.history.catch_up()
         stop = threading.Event()
         follower = app_service.history.follow(stop)
+        scheduler = app_service.start_backup_scheduler(stop)
         threading.Thread(target=_warm_up, args=(app_service,), name="campus-warm-up", daemon=True).start()
         log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version())
         yield
         stop.set()
         follower.join(timeout=5)
+        scheduler.join(timeout=5)
         app_service.close()
 
     app = Starlette(

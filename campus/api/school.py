@@ -12,7 +12,6 @@ from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
 from campus.api.views import planning_view
 from campus.errors import Invalid
-from campus.errors import Invalid
 from campus.grid import grid_view
 from campus.records import KINDS, record_json
 
@@ -122,9 +121,16 @@ def restore_window(call: Call) -> dict:
 def restore(call: Call, body: s.Restore) -> Reply:
     """Restore the base to an instant (server stopped, `confirm: true`); undo by restoring to just before."""
     if body.backup_id is not None:
-        raise Invalid.field("backup_id", "saves and archives are not available yet: restore with as_of")
+        if body.as_of is not None:
+            raise Invalid.field("as_of", "give either backup_id or as_of, not both")
+        base, at, backup = call.app.restore_from_backup(call.account_id, _planning_id(call),
+                                                        _uuid(body.backup_id, "backup"), confirm=body.confirm,
+                                                        reason=body.reason)
+        return Reply({"base": base_view(base), "restored_to": backup.taken_at, "restored_at": at,
+                      "backup_id": str(backup.id), "undo": {"as_of": at - timedelta(microseconds=1)}},
+                     etag=base.etag)
     if body.as_of is None:
-        raise Invalid.field("as_of", "give the instant to restore to")
+        raise Invalid.field("as_of", "give the instant to restore to, or a backup_id")
     base, at = call.app.restore_base(call.account_id, _planning_id(call), as_of=body.as_of, confirm=body.confirm,
                                      reason=body.reason)
     return Reply({"base": base_view(base), "restored_to": body.as_of, "restored_at": at,

@@ -60,6 +60,7 @@ class CampusServer:
                if not k.startswith(("CAMPUS_", "POSTGRES_", "SQLITE_", "PERSISTENCE_"))}
         env["CAMPUS_LOG_FORMAT"] = "json"
         env["PYTHONUNBUFFERED"] = "1"
+        env["CAMPUS_SNAPSHOTS_DIR"] = str(workdir / "snapshots")
         if postgres_schema:
             env["CAMPUS_POSTGRES_DSN"] = pg_dsn_for(postgres_schema)
         env.update(extra_env or {})

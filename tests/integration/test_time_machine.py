@@ -42,7 +42,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CampusApplic
     mp = pytest.MonkeyPatch()
     mp.setattr(campus.security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     clock = ManualClock()
-    application = CampusApplication(Settings(data_dir=tmp_path_factory.mktemp("tm")), clock=clock)
+    folder = tmp_path_factory.mktemp("tm")
+    application = CampusApplication(Settings(data_dir=folder, snapshots_dir=folder / "snapshots"), clock=clock)
     yield application, clock
     application.close()
     mp.undo()

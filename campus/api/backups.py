@@ -1,0 +1,69 @@
+"""HTTP handlers of saves and archives (hosting guide fiches 6, 10, 12)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import Field
+from starlette.responses import FileResponse, Response
+
+from campus.aggregates.backup import Backup
+from campus.api import schemas as s
+from campus.api.exchange import attachment
+from campus.api.handlers import _uuid, api
+from campus.api.routing import Auth, Call, Reply
+from campus.backups import backup_filename
+from campus.export_format import MEDIA_TYPE
+
+
+class NewBackup(s.Strict):
+    kind: Literal["save"] = Field(default="save", description="saves are taken on request; archives every day")
+
+
+def backup_view(backup: Backup) -> dict[str, Any]:
+    return {
+        "id": str(backup.id),
+        "kind": backup.kind,
+        "name": backup.name,
+        "taken_at": backup.taken_at,
+        "position": backup.position,
+        "version": backup.base_version,
+        "size": backup.size,
+        "counts": backup.counts,
+        "scheduled": backup.scheduled,
+        "base_id": str(backup.base_id),
+    }
+
+
+def _planning_id(call: Call) -> UUID:
+    return _uuid(call.path["planning_id"], "planning")
+
+
+@api.get("/v1/console/plannings/{planning_id}/backups", auth=Auth.CONSOLE_OR_ADMIN, tag="backups")
+def list_backups(call: Call) -> dict:
+    """The saves and archives of the planning's current base, newest first (discarded ones are not listed)."""
+    return {"backups": [backup_view(b) for b in call.app.list_backups(call.account_id, _planning_id(call))]}
+
+
+@api.post("/v1/console/plannings/{planning_id}/backups", auth=Auth.CONSOLE_OR_ADMIN, body=NewBackup, status=201,
+          tag="backups")
+def take_backup(call: Call, body: NewBackup) -> Reply:
+    """Take a save of the planning's current base now."""
+    backup = call.app.take_backup(call.account_id, _planning_id(call), body.kind)
+    return Reply(backup_view(backup), headers={
+        "Location": f"/v1/console/plannings/{backup.planning_id}/backups/{backup.id}/download"})
+
+
+@api.get("/v1/console/plannings/{planning_id}/backups/{backup_id}/download", auth=Auth.CONSOLE_OR_ADMIN,
+         tag="backups")
+def download_backup(call: Call) -> Response:
+    """The backup's campus-base file (loads anywhere); its SHA-256 is checked before it is sent."""
+    backup = call.app.get_backup(call.account_id, _planning_id(call), _uuid(call.path["backup_id"], "backup"))
+    path = call.app.verified_backup_path(backup)
+    return FileResponse(path, media_type=MEDIA_TYPE, headers={
+        "Content-Disposition": attachment(backup_filename(backup)),
+        "ETag": f'"{backup.sha256}"',
+        "Digest": f"sha-256={backup.sha256}",
+        "Cache-Control": "no-store",
+    })

@@ -1,0 +1,191 @@
+"""Saves and archives: taken by the clock and on request, kept by retention,
+downloaded and restored only when their file checks out."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from api_helpers import cheap_argon2, make_client
+from school_helpers import add_record, campus_school, set_server
+
+from campus.application import CampusApplication
+from campus.backups import boundaries
+from campus.cli import main as cli_main
+from campus.clock import ManualClock
+from campus.export_format import read_base_file
+from campus.settings import Settings
+
+PASSWORD = "Superadmin-2026!"
+START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    cheap_argon2(monkeypatch)
+
+
+@pytest.fixture
+def backup_settings(sqlite_only_settings: Settings, tmp_path: Path) -> Settings:
+    return dataclasses.replace(sqlite_only_settings, snapshots_dir=tmp_path / "snapshots")
+
+
+def new_school(app: CampusApplication) -> tuple[UUID, UUID]:
+    account_id = app.open_account("Lycée", "M", "m@example.org").account.id
+    app.create_first_superadministrator(account_id, first_name="A", last_name="B", login="admin",
+                                        password=PASSWORD, password_confirmation=PASSWORD)
+    planning = app.list_plannings(account_id)[0]
+    app.create_base(account_id, planning.id, name="Base", first_monday=date(2026, 8, 31),
+                    last_sunday=date(2027, 7, 4), working_days=["mon", "tue"], sequences_per_day=8,
+                    sequence_minutes=60, split=1)
+    app.set_server_state(account_id, planning.id, "in_service")
+    return account_id, planning.id
+
+
+def test_boundaries_are_utc_two_hours_and_midnight() -> None:
+    after = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
+    until = datetime(2026, 9, 2, 1, 0, tzinfo=UTC)
+    assert boundaries("save", after, until)[0] == datetime(2026, 9, 1, 10, 0, tzinfo=UTC)
+    assert len(boundaries("save", after, until)) == 8  # 10:00 … 00:00
+    assert boundaries("archive", after, until) == [datetime(2026, 9, 2, tzinfo=UTC)]
+
+
+def test_forty_days_of_schedule_keep_30_archives_and_12_saves(backup_settings: Settings) -> None:
+    clock = ManualClock(START)
+    app = CampusApplication(backup_settings, clock=clock)
+    try:
+        account_id, planning_id = new_school(app)
+        added: list[tuple[datetime, int]] = []  # (instant of the record, records from then on)
+        for hour in range(1, 40 * 24 + 1):
+            clock.advance(timedelta(hours=1))
+            app.add_record(account_id, planning_id, "classes", {"name": f"C{hour}"})
+            added.append((app.current_base(account_id, planning_id)[1].modified_on, hour))
+            if hour % 6 == 0:  # the scheduler missed some boundaries: it must catch them all up
+                app.run_due_backups()
+
+        listed = app.list_backups(account_id, planning_id)
+        saves = [b for b in listed if b.kind == "save"]
+        archives = [b for b in listed if b.kind == "archive"]
+        assert (len(saves), len(archives)) == (12, 30)
+        assert [b.taken_at for b in listed] == sorted((b.taken_at for b in listed), reverse=True)
+        now = clock.now()
+        assert archives[0].taken_at == datetime(2026, 10, 11, tzinfo=UTC)
+        assert all(a.taken_at.time().hour == 0 and a.taken_at.minute == 0 for a in archives)
+        assert [s.taken_at for s in saves] == [b for b in reversed(boundaries("save", now - timedelta(days=2), now))][:12]
+        for backup in listed:
+            path = app.verified_backup_path(backup)
+            with open(path, "rb") as stream:
+                loaded = read_base_file(stream)
+            # The file holds the base's state AT the boundary, not when the scheduler ran.
+            expected = max((n for at, n in added if at <= backup.taken_at), default=0)
+            assert loaded.counts()["classes"] == expected == backup.counts["classes"]
+        folder = backup_settings.snapshots_dir / str(account_id)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(f"{b.id}.campus" for b in listed)
+        discarded = [b for b in app._backups_of(account_id, planning_id) if b.discarded]
+        assert len(discarded) == (40 * 12 - 12) + (40 - 30)  # 480 save and 40 archive boundaries passed
+        assert not any(app.backup_path(b).exists() for b in discarded)
+        assert app.run_due_backups() == []  # nothing new is due
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def school(backup_settings: Settings) -> Any:
+    clock = ManualClock(START)
+    with make_client(backup_settings, clock) as client:
+        cs = campus_school(client)
+        yield cs, clock
+
+
+def _url(cs: Any, suffix: str = "") -> str:
+    return f"/v1/console/plannings/{cs.planning01}/backups{suffix}"
+
+
+def test_save_on_request_list_download_and_restore(school: Any, backup_settings: Settings) -> None:
+    cs, clock = school
+    client = cs.client
+    admin = cs.headers_for("direction")
+    add_record(client, admin, cs.records_url("classes"), name="2nde A")
+    r = client.post(_url(cs), headers=cs.console, json={"kind": "save"})
+    assert r.status_code == 201, r.text
+    save = r.json()
+    assert {"id", "kind", "name", "taken_at", "position", "size", "counts"} <= save.keys()
+    assert save["kind"] == "save" and save["counts"]["classes"] == 1
+    assert client.post(_url(cs), headers=cs.console, json={"kind": "archive"}).status_code == 422
+
+    listed = client.get(_url(cs), headers=cs.console).json()["backups"]
+    assert [b["id"] for b in listed] == [save["id"]]
+    download = client.get(_url(cs, f"/{save['id']}/download"), headers=cs.console)
+    assert download.status_code == 200 and len(download.content) == save["size"]
+    assert download.headers["content-disposition"].startswith("attachment")
+
+    # Later changes, then a restore from the save.
+    clock.advance(timedelta(hours=1))
+    add_record(client, admin, cs.records_url("classes"), name="2nde B")
+    body = {"backup_id": save["id"], "confirm": True}
+    assert client.post(f"/v1/console/plannings/{cs.planning01}/restores", headers=cs.console,
+                       json={**body, "confirm": False}).status_code == 422
+    r = client.post(f"/v1/console/plannings/{cs.planning01}/restores", headers=cs.console, json=body)
+    assert r.status_code == 409 and r.json()["code"] == "server_in_service"
+    assert set_server(client, cs.console, cs.planning01, "stopped").status_code == 200
+    r = client.post(f"/v1/console/plannings/{cs.planning01}/restores", headers=cs.console, json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["base"]["counts"]["classes"] == 1
+    assert r.json()["restored_to"] == save["taken_at"]
+    _, base = client_app(cs).current_base(_account(cs), UUID(cs.planning01))
+    assert [f["name"] for f in base.records["classes"].values()] == ["2nde A"]
+
+    # A corrupted file is neither served nor restored; the answer points to as_of.
+    path = backup_settings.snapshots_dir / client.app.state.campus.get_backup(
+        _account(cs), UUID(cs.planning01), UUID(save["id"])).file
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    r = client.get(_url(cs, f"/{save['id']}/download"), headers=cs.console)
+    assert r.status_code == 409 and r.json()["code"] == "backup_corrupted"
+    r = client.post(f"/v1/console/plannings/{cs.planning01}/restores", headers=cs.console, json=body)
+    assert r.status_code == 409 and "as_of" in r.json()["detail"] and save["taken_at"][:19] in r.json()["detail"]
+
+    # A missing file: 410 on download.
+    path.unlink()
+    r = client.get(_url(cs, f"/{save['id']}/download"), headers=cs.console)
+    assert r.status_code == 410 and r.json()["code"] == "backup_file_missing"
+
+
+def _account(cs: Any) -> UUID:
+    return client_app(cs).account_by_number(cs.school.hosting_number).id
+
+
+def client_app(cs: Any) -> CampusApplication:
+    return cs.client.app.state.campus
+
+
+def test_another_tenants_backup_is_not_found(school: Any) -> None:
+    cs, _ = school
+    save = cs.client.post(_url(cs), headers=cs.console, json={}).json()
+    other = campus_school(cs.client, domain="autre", establishment="Collège", users=False)
+    url = f"/v1/console/plannings/{other.planning01}/backups/{save['id']}/download"
+    assert cs.client.get(url, headers=other.console).status_code == 404
+    assert cs.client.get(_url(other), headers=other.console).json() == {"backups": []}
+
+
+def test_snapshots_verify_reports_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(data_dir=tmp_path / "var", snapshots_dir=tmp_path / "snapshots")
+    app = CampusApplication(settings, clock=ManualClock(START))
+    try:
+        account_id, planning_id = new_school(app)
+        good = app.take_backup(account_id, planning_id)
+        bad = app.take_backup(account_id, planning_id)
+    finally:
+        app.close()
+    args = ["snapshots", "verify", "--snapshots-dir", str(settings.snapshots_dir)]
+    assert cli_main(args) == 0
+    path = settings.snapshots_dir / bad.file
+    path.write_bytes(path.read_bytes()[:-10])
+    assert cli_main(args) == 1
+    out = capsys.readouterr().out
+    assert f"OK   {good.file}" in out and f"BAD  {bad.file}" in out
