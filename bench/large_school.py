@@ -75,7 +75,7 @@ def free_port() -> int:
 class Server:
     """One ``campus serve`` subprocess on 127.0.0.1, restartable on the same data dir / schema / port."""
 
-    def __init__(self, workdir: Path, postgres_dsn: str | None) -> None:
+    def __init__(self, workdir: Path, postgres_dsn: str | None, extra_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -87,6 +87,7 @@ class Server:
         env.update({"CAMPUS_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", "CAMPUS_OPERATOR_TOKEN": self.operator_token})
         if postgres_dsn:
             env["CAMPUS_POSTGRES_DSN"] = f"{postgres_dsn}{'&' if '?' in postgres_dsn else '?'}schema={self.schema}"
+        env.update(extra_env or {})
         self.env = env
         self.process: subprocess.Popen | None = None
         self.runs = 0
@@ -393,14 +394,57 @@ def all_records(http: httpx.Client, token: str, planning: str, kind: str) -> lis
     raise SystemExit(f"paging {kind} did not end")
 
 
+def exchange_phases(http: httpx.Client, school: School, dashboard: dict, windows: dict, export: dict,
+                    file_load: dict, verify: bool) -> None:
+    """Export planning01's base, load the file into planning02, read and compare; fills `export`, `file_load`."""
+    console = bearer(school.console)
+    start = time.monotonic()
+    windows["export"] = (start, float("inf"))
+    elapsed, response = timed_call(lambda: http.get(EXPORT_PATH.format(planning_id=school.p1), headers=console))
+    windows["export"] = (start, time.monotonic())
+    export.update({"status": response.status_code, "seconds": elapsed, "bytes": len(response.content)})
+    if response.status_code != 200:
+        export["refusal"] = response.text[:500]
+        return
+    export_file = response.content
+    start = time.monotonic()
+    windows["file_load"] = (start, float("inf"))
+    elapsed, loaded = timed_call(lambda: http.post(
+        LOAD_PATH.format(planning_id=school.p2), content=export_file,
+        headers={**console, "Content-Type": "application/octet-stream"}))
+    windows["file_load"] = (start, time.monotonic())
+    file_load.update({"status": loaded.status_code, "seconds": elapsed,
+                      "records_per_s": sum(dashboard["counts"].values()) / elapsed})
+    if loaded.status_code != 201:
+        file_load["refusal"] = loaded.text[:500]
+        return
+    file_load["counts_identical"] = loaded.json().get("counts") == dashboard["counts"]
+    elapsed, response = timed_call(lambda: http.get(f"/v1/console/plannings/{school.p2}/base", headers=console))
+    file_load["dashboard2_first_read_ms"] = elapsed * 1e3
+    if expect(response, 200)["server_state"] != "in_service":
+        elapsed, response = timed_call(lambda: http.put(
+            f"/v1/console/plannings/{school.p2}/server", headers=console, json={"state": "in_service"}))
+        expect(response, 200)
+        file_load["put_in_service_ms"] = elapsed * 1e3
+    if verify:
+        token1 = user_login(http, school, school.p1)
+        token2 = user_login(http, school, school.p2)
+        started = time.perf_counter()
+        same = all(all_records(http, token1, school.p1, k) == all_records(http, token2, school.p2, k)
+                   for k in ("subjects", "teachers", "classes", "students", "grades"))
+        file_load["records_identical"] = same
+        file_load["verify_seconds"] = time.perf_counter() - started
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     counts = counts_for(args.scale)
-    server = Server(workdir, args.postgres)
+    server = Server(workdir, args.postgres, dict(args.server_env))
     result: dict[str, Any] = {
         "what": "a large school loaded through the HTTP API of a real campus serve; probe latencies of other"
                 " requests during the load vs the idle server (baseline), same run",
         "machine": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
         "store": "postgres" if args.postgres else "sqlite", "scale": args.scale, "threads": args.threads,
+        "server_env": dict(args.server_env),
         "probe_interval_ms": args.probe_interval * 1e3, "records_wanted": counts,
         "loadavg_at_start": os.getloadavg(),  # a shared machine shows here: the baseline is measured in this run
     }
@@ -409,7 +453,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         result["server_start_s"] = server.start()
         school = set_up_school(server)
-        http = httpx.Client(base_url=server.base_url, timeout=600.0)
+        http = httpx.Client(base_url=server.base_url, timeout=args.request_timeout)
         console = bearer(school.console)
         documented = expect(http.get("/openapi.json"), 200)["paths"]
         routes_built = (route_built(http, documented, EXPORT_PATH, school.p1)
@@ -468,42 +512,17 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
         # -- export, and load of the file into planning02 ------------------------------------------------------------
         if not routes_built:
-            result["export"] = result["file_load"] = {"skipped": "export/load routes not built yet (not in /openapi.json, not routed)"}
+            result["export"] = result["file_load"] = {
+                "skipped": "export/load routes not built yet (not in /openapi.json, not routed)"}
         else:
-            start = time.monotonic()
-            elapsed, response = timed_call(lambda: http.get(EXPORT_PATH.format(planning_id=school.p1), headers=console))
-            windows["export"] = (start, time.monotonic())
-            result["export"] = {"status": response.status_code, "seconds": elapsed, "bytes": len(response.content)}
-            if response.status_code == 200:
-                export_file = response.content
-                start = time.monotonic()
-                elapsed, loaded = timed_call(lambda: http.post(
-                    LOAD_PATH.format(planning_id=school.p2), content=export_file,
-                    headers={**console, "Content-Type": "application/octet-stream"}))
-                windows["file_load"] = (start, time.monotonic())
-                result["file_load"] = {"status": loaded.status_code, "seconds": elapsed,
-                                       "records_per_s": sum(dashboard["counts"].values()) / elapsed}
-                if loaded.status_code == 201:
-                    result["file_load"]["counts_identical"] = loaded.json().get("counts") == dashboard["counts"]
-                    elapsed, response = timed_call(
-                        lambda: http.get(f"/v1/console/plannings/{school.p2}/base", headers=console))
-                    result["file_load"]["dashboard2_read_ms"] = elapsed * 1e3
-                    if expect(response, 200)["server_state"] != "in_service":
-                        elapsed, response = timed_call(lambda: http.put(
-                            f"/v1/console/plannings/{school.p2}/server", headers=console,
-                            json={"state": "in_service"}))
-                        expect(response, 200)
-                        result["file_load"]["put_in_service_ms"] = elapsed * 1e3
-                    if args.verify:
-                        token1 = user_login(http, school, school.p1)
-                        token2 = user_login(http, school, school.p2)
-                        started = time.perf_counter()
-                        same = all(all_records(http, token1, school.p1, k) == all_records(http, token2, school.p2, k)
-                                   for k in ("subjects", "teachers", "classes", "students", "grades"))
-                        result["file_load"]["records_identical"] = same
-                        result["file_load"]["verify_seconds"] = time.perf_counter() - started
-                else:
-                    result["file_load"]["refusal"] = loaded.text[:500]
+            result["export"], result["file_load"] = {}, {}
+            try:
+                exchange_phases(http, school, dashboard, windows, result["export"], result["file_load"], args.verify)
+            except httpx.TimeoutException:
+                phase = "file_load" if "status" in result["export"] else "export"
+                windows[phase] = (windows[phase][0], time.monotonic())
+                result[phase]["error"] = (f"no answer within {args.request_timeout:.0f} s; the server was stopped"
+                                          " (SIGTERM, then SIGKILL) before the restart")
         http.close()
         samples = prober.stop()
         prober = None
@@ -512,7 +531,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         # -- restart -------------------------------------------------------------------------------------------------
         returncode = server.stop()
         restart_s = server.start()
-        with httpx.Client(base_url=server.base_url, timeout=600.0) as http:
+        with httpx.Client(base_url=server.base_url, timeout=args.request_timeout) as http:
             first, response = timed_call(lambda: http.get(f"/v1/console/plannings/{school.p1}/base", headers=console))
             after = expect(response, 200)
             second, _ = timed_call(lambda: http.get(f"/v1/console/plannings/{school.p1}/base", headers=console))
@@ -570,9 +589,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="client threads loading records")
     parser.add_argument("--postgres", metavar="DSN", default=None,
                         help="run on PostgreSQL (a schema of its own, dropped afterwards) instead of SQLite")
+    parser.add_argument("--server-env", metavar="NAME=VALUE", action="append", default=[],
+                        type=lambda text: tuple(text.split("=", 1)) if "=" in text else parser.error(
+                            f"--server-env wants NAME=VALUE, not {text!r}"),
+                        help="an environment variable for the server (repeatable), e.g. POSTGRES_ENABLE_DB_FUNCTIONS=y")
     parser.add_argument("--probe-interval", type=float, default=0.05, help="seconds between probe rounds")
     parser.add_argument("--baseline-seconds", type=float, default=5.0, help="idle probing before the load")
     parser.add_argument("--max-minutes", type=float, default=30.0, help="give up the load after this long")
+    parser.add_argument("--request-timeout", type=float, default=300.0,
+                        help="seconds to wait for one answer (the export, the file load…) before giving up on it")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip comparing every record of planning01 and planning02 after the file load")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir and server logs")

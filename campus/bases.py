@@ -78,10 +78,12 @@ class BaseUseCases:
 
     base_cache: BaseCache
 
-    def warm_up(self: CampusApplication, limit: int = BASE_CACHE_SIZE) -> int:
+    def warm_up(self: CampusApplication, stop: threading.Event | None = None, limit: int = BASE_CACHE_SIZE) -> int:
         """Replay the bases in service before anyone asks, so the first read is fast."""
         warmed = 0
         for planning_id in self.history.all_aggregate_ids("Planning"):
+            if stop is not None and stop.is_set():
+                break
             planning = self.repository.get(planning_id)
             if planning.in_service and planning.base_id is not None and warmed < limit:
                 self.base_cache.get(planning.base_id)

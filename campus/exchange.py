@@ -171,17 +171,7 @@ class ExchangeUseCases:
             "version": USERS_VERSION,
             "establishment": account.establishment,
             "exported_at": self.now().isoformat(),
-            "users": [{
-                "login": u.login,
-                "last_name": u.last_name,
-                "first_name": u.first_name,
-                "civility": u.civility,
-                "status": u.status.value,
-                "email": u.email,
-                "console_access": u.console_access,
-                "external_ids": dict(u.external_ids),
-                "password_hash": u.password_hash,
-            } for u in users],
+            "users": [{**u.public_fields(), "password_hash": u.password_hash} for u in users],
             "assignments": {p.name: {profile: list(logins) for profile, logins in p.profiles.items()}
                             for p in self.list_plannings(account_id)},
         }

@@ -111,6 +111,19 @@ class DirectoryUser(CampusAggregate):
     def forget_device(self, device_id: UUID) -> None:
         self.devices.pop(device_id, None)
 
+    def public_fields(self) -> dict:
+        """Who the user is, without any secret (views and the users file build on it)."""
+        return {
+            "login": self.login,
+            "last_name": self.last_name,
+            "first_name": self.first_name,
+            "civility": self.civility,
+            "status": self.status.value,
+            "email": self.email,
+            "console_access": self.console_access,
+            "external_ids": dict(self.external_ids),
+        }
+
     @property
     def is_administrative(self) -> bool:
         return self.status in ADMINISTRATIVE_STATUSES

@@ -22,9 +22,9 @@ from campus.settings import Settings
 log = structlog.get_logger("campus")
 
 
-def _warm_up(app_service: CampusApplication) -> None:
+def _warm_up(app_service: CampusApplication, stop: threading.Event) -> None:
     try:
-        log.info("warmed_up", bases=app_service.warm_up())
+        log.info("warmed_up", bases=app_service.warm_up(stop))
     except Exception:  # noqa: BLE001 - a cold cache is only slower
         log.warning("warm_up_failed", exc_info=True)
 
@@ -39,12 +39,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         stop = threading.Event()
         follower = app_service.history.follow(stop)
         scheduler = app_service.start_backup_scheduler(stop)
-        threading.Thread(target=_warm_up, args=(app_service,), name="campus-warm-up", daemon=True).start()
+        warm_up = threading.Thread(target=_warm_up, args=(app_service, stop), name="campus-warm-up", daemon=True)
+        warm_up.start()
         log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version())
         yield
         stop.set()
-        follower.join(timeout=5)
-        scheduler.join(timeout=5)
+        # Background threads end before the store closes (never log or query after shutdown).
+        for thread in (follower, scheduler, warm_up):
+            thread.join(timeout=10)
         app_service.close()
 
     app = Starlette(

@@ -46,14 +46,4 @@ def planning_view(p: Planning) -> dict[str, Any]:
 
 
 def user_view(u: DirectoryUser) -> dict[str, Any]:
-    return {
-        "login": u.login,
-        "last_name": u.last_name,
-        "first_name": u.first_name,
-        "civility": u.civility,
-        "status": u.status.value,
-        "email": u.email,
-        "console_access": u.console_access,
-        "external_ids": dict(u.external_ids),
-        "version": u.version,
-    }
+    return {**u.public_fields(), "version": u.version}

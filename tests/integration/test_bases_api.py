@@ -5,7 +5,6 @@ base dashboard, the other bases of a planning, and tenant isolation."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,7 +19,6 @@ from api_helpers import (
 )
 from school_helpers import (
     KIND_NAMES,
-    CampusSchool,
     a_class_and_student,
     add_record,
     assign,
@@ -35,17 +33,6 @@ from starlette.testclient import TestClient
 @pytest.fixture(autouse=True)
 def _cheap_hashes(monkeypatch):
     cheap_argon2(monkeypatch)
-
-
-@pytest.fixture
-def client(sqlite_only_settings, clock) -> Iterator[TestClient]:
-    with make_client(sqlite_only_settings, clock) as c:
-        yield c
-
-
-@pytest.fixture
-def cs(client) -> CampusSchool:
-    return campus_school(client)
 
 
 def bases_url(planning: str) -> str:

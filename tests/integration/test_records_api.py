@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from api_helpers import (
@@ -31,17 +30,6 @@ from starlette.testclient import TestClient
 @pytest.fixture(autouse=True)
 def _cheap_hashes(monkeypatch):
     cheap_argon2(monkeypatch)
-
-
-@pytest.fixture
-def client(sqlite_only_settings, clock) -> Iterator[TestClient]:
-    with make_client(sqlite_only_settings, clock) as c:
-        yield c
-
-
-@pytest.fixture
-def cs(client) -> CampusSchool:
-    return campus_school(client)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -17,7 +16,6 @@ from api_helpers import (
     bearer,
     cheap_argon2,
     history,
-    make_client,
 )
 from school_helpers import (
     CampusSchool,
@@ -40,17 +38,6 @@ PIN = "74501832"
 @pytest.fixture(autouse=True)
 def _cheap_hashes(monkeypatch):
     cheap_argon2(monkeypatch)
-
-
-@pytest.fixture
-def client(sqlite_only_settings, clock) -> Iterator[TestClient]:
-    with make_client(sqlite_only_settings, clock) as c:
-        yield c
-
-
-@pytest.fixture
-def cs(client) -> CampusSchool:
-    return campus_school(client)
 
 
 def me(client: TestClient, headers: dict):
