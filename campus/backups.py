@@ -215,8 +215,10 @@ class BackupUseCases:
         self._backup_cache()[backup.id] = backup
         return backup
 
-    def take_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, kind: str = "save") -> Backup:
-        """A save of the planning's current base now, on request (in service or not)."""
+    def take_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, kind: str = "save",
+                    before: str | None = None) -> Backup:
+        """A save of the planning's current base now, on request (in service or not), or
+        automatically `before` a risky operation ("restore", "load")."""
         from campus.exchange import snapshot_of
 
         if kind != "save":
@@ -229,7 +231,8 @@ class BackupUseCases:
             snapshot = snapshot_of(self.get_base(account_id, planning.base_id), taken_at)
             found = self.history.version_at(snapshot.base_id, taken_at)
         position = found[1] if found else 0
-        name = f"{snapshot.name} — save of {taken_at:%Y-%m-%d %H:%M:%S} UTC"
+        what = f"save before {before}" if before else "save"
+        name = f"{snapshot.name} — {what} of {taken_at:%Y-%m-%d %H:%M:%S} UTC"
         return self._record_backup(account_id, planning_id, snapshot, kind="save", name=name,
                                    taken_at=taken_at, position=position, scheduled=False)
 
@@ -352,6 +355,11 @@ class BackupUseCases:
         state = state_of_file(loaded, backup.taken_at)
         token = set_context(replace(current_context(), reason=reason))
         try:
+            planning = self.get_planning(account_id, planning_id)
+            self._require_stopped(planning, "restore its base")
+            if planning.base_id == backup.base_id:
+                self.take_backup(account_id, planning_id, before="restore")  # the way back, whatever happens
+
             def body() -> tuple[Base, datetime, Backup]:
                 planning = self.get_planning(account_id, planning_id)
                 self._require_stopped(planning, "restore its base")

@@ -111,6 +111,10 @@ class ExchangeUseCases:
             loaded = read_base_file(stream)
         base_name = _required_text("name", loaded.name if name is None else name, 100)
         rows = [(kind, record_id, dict(fields)) for kind, record_id, fields in loaded.record_rows()]
+        current = self.get_planning(account_id, planning_id)
+        self._require_stopped(current, "load a base")
+        if current.base_id is not None:
+            self.take_backup(account_id, planning_id, before="load")  # the base being replaced, as it is now
 
         def body() -> tuple[Planning, Base, BaseFile]:
             planning = self.get_planning(account_id, planning_id)

@@ -76,6 +76,11 @@ class TimeMachineUseCases:
                                          "(the last 30 days, not before the base existed)")
         token = set_context(_with_reason(reason))
         try:
+            if self.get_planning(account_id, planning_id).in_service:
+                raise Conflict("stop the server before restoring its base (PUT …/server {\"state\": \"stopped\"})",
+                               code="server_in_service")
+            self.take_backup(account_id, planning_id, before="restore")  # the way back, whatever happens
+
             def body() -> tuple[Base, datetime]:
                 planning = self.get_planning(account_id, planning_id)
                 if planning.in_service:

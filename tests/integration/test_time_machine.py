@@ -144,3 +144,23 @@ def test_restore_rules(app: Any) -> None:
 
     events, _ = application.read_history(HistoryQuery(tenant=str(account_id), types=("Base.RecordAdded",)))
     assert [e["data"]["fields"]["name"] for e in events] == ["6A"]
+
+
+def test_a_restore_and_a_load_first_save_the_base_they_replace(app: Any) -> None:
+    from campus.export_format import read_base_file
+
+    application, clock = app
+    account_id, planning_id = new_school(application)
+    application.add_record(account_id, planning_id, "classes", {"name": "6A"})
+    clock.advance(timedelta(hours=1))
+    before_second = clock.now()
+    clock.advance(timedelta(hours=1))
+    application.add_record(account_id, planning_id, "classes", {"name": "6B"})
+    application.set_server_state(account_id, planning_id, "stopped")
+    application.restore_base(account_id, planning_id, as_of=before_second, confirm=True)
+
+    [save] = [b for b in application.list_backups(account_id, planning_id) if "before restore" in b.name]
+    with open(application.verified_backup_path(save), "rb") as stream:
+        saved = read_base_file(stream)
+    assert saved.counts()["classes"] == 2  # the state the restore replaced, kept as a way back
+    assert len(current_records(application, account_id, planning_id)["classes"]) == 1
