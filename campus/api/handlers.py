@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from uuid import UUID
 
 from campus.aggregates.planning import Profile
 from campus.api import schemas as s
 from campus.api.openapi import openapi_bytes
-from campus.api.routing import Api, Auth, Call, Reply
+from campus.api.routing import Api, Auth, Call, Reply, encode_json
 from campus.api.views import account_view, controller_view, planning_view, user_view
 from campus.errors import Invalid, NotFound
 from campus.projections.history import HistoryQuery
@@ -252,12 +253,31 @@ def reset_user_password(call: Call) -> Reply:
 
 
 # -- history ----------------------------------------------------------------------
+def _history_query(call: Call, limit: int) -> HistoryQuery:
+    q: s.HistoryParams = call.query
+    return HistoryQuery(
+        tenant=str(call.account_id), types=tuple(t.strip() for t in (q.type or "").split(",") if t.strip()),
+        actor=q.actor, aggregate_id=str(q.aggregate_id) if q.aggregate_id else None, since=q.since,
+        until=q.until, after=q.after, limit=limit)
+
+
 @api.get("/v1/console/history", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history")
 def history(call: Call) -> dict:
     """The school's events, oldest first, filtered and paged by position."""
-    q: s.HistoryParams = call.query
-    events, next_position = call.app.read_history(HistoryQuery(
-        tenant=str(call.account_id), types=tuple(t.strip() for t in (q.type or "").split(",") if t.strip()),
-        actor=q.actor, aggregate_id=str(q.aggregate_id) if q.aggregate_id else None, since=q.since, until=q.until, after=q.after,
-        limit=min(q.limit, call.app.settings.history_page_max)))
+    events, next_position = call.app.read_history(
+        _history_query(call, min(call.query.limit, call.app.settings.history_page_max)))
     return {"events": events, "next": next_position}
+
+
+@api.get("/v1/console/history/export", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history")
+def export_history(call: Call) -> Reply:
+    """The filtered history as JSON lines (one event per line), all pages at once; `limit` is ignored."""
+    query, lines = _history_query(call, call.app.settings.history_page_max), []
+    while True:
+        events, next_position = call.app.read_history(query)
+        lines += [encode_json(e) for e in events]
+        if next_position is None:
+            break
+        query = replace(query, after=next_position)
+    return Reply(b"".join(line + b"\n" for line in lines), media_type="application/x-ndjson",
+                 headers={"Content-Disposition": 'attachment; filename="history.jsonl"'})

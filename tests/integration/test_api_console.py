@@ -621,3 +621,18 @@ def test_accounts_are_created_with_distinct_plannings_and_controllers(sqlite_onl
         assert client.get("/v1/console/controller", headers=hb).json()["domain"] is None
         assert [u["login"] for u in client.get("/v1/console/users", headers=ha).json()["users"]] == []
         assert pa[0]["name"] == "planning01"
+
+
+def test_history_export_is_every_filtered_event_as_json_lines(sqlite_only_settings, clock):
+    import json as _json
+
+    with make_client(sqlite_only_settings, clock) as client:
+        school = ready_school(client)
+        paged = history(client, school.headers)
+        r = client.get("/v1/console/history/export", headers=school.headers)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+        lines = [_json.loads(line) for line in r.text.splitlines()]
+        assert lines == paged
+        only = client.get("/v1/console/history/export", headers=school.headers,
+                          params={"type": "DirectoryUser.Created"})
+        assert {_json.loads(line)["type"] for line in only.text.splitlines()} == {"DirectoryUser.Created"}
