@@ -46,7 +46,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings(**{**settings.__dict__, "operator_token": token})
     app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning",
-                server_header=False, proxy_headers=False)
+                server_header=False, proxy_headers=False, timeout_graceful_shutdown=10)
     return 0
 
 

@@ -72,7 +72,9 @@ class Settings:
                 "SQLITE_DBNAME": str(self.data_dir / "campus.sqlite3"),
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
-        env = {"PERSISTENCE_MODULE": "eventsourcing.postgres"}
+        # Insert through a database function: psycopg's pipeline mode hangs on multi-MB
+        # commands (a 62k-record load, an 8 MB annex) and would hold the school's lock forever.
+        env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_ENABLE_DB_FUNCTIONS": "y"}
         if self.postgres_dsn:
             env.update(dsn_to_library_env(self.postgres_dsn))
         env.update(self.library_env)
