@@ -156,3 +156,21 @@ def a_class_and_student(cs: CampusSchool, headers: dict[str, str], *, planning: 
     student = add_record(cs.client, headers, cs.records_url("students", planning=planning), last_name=last_name,
                          first_name="Lucie", class_id=klass["id"])
     return klass, student
+
+
+SERVICE_PASSWORD = "Superadmin-2026!"
+
+
+def service_school(app: Any) -> tuple[Any, Any]:
+    """Through the service layer: an account, its superadministrator and a base in service on
+    planning01 (Campus edition); returns (account id, planning id)."""
+    from datetime import date
+
+    account_id = app.open_account("Lycée", "M", "m@example.org").account.id
+    app.create_first_superadministrator(account_id, first_name="A", last_name="B", login="admin",
+                                        password=SERVICE_PASSWORD, password_confirmation=SERVICE_PASSWORD)
+    planning = app.list_plannings(account_id)[0]
+    app.create_base(account_id, planning.id, name="Base", first_monday=date(2026, 8, 31),
+                    last_sunday=date(2027, 7, 4), working_days=["mon", "tue"], sequences_per_day=8,
+                    sequence_minutes=60, split=1)
+    return account_id, planning.id

@@ -4,14 +4,14 @@ downloaded and restored only when their file checks out."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
 from api_helpers import cheap_argon2, make_client
-from school_helpers import add_record, campus_school, set_server
+from school_helpers import add_record, campus_school, service_school, set_server
 
 from campus.application import CampusApplication
 from campus.backups import boundaries
@@ -20,7 +20,6 @@ from campus.clock import ManualClock
 from campus.export_format import read_base_file
 from campus.settings import Settings
 
-PASSWORD = "Superadmin-2026!"
 START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 
 
@@ -32,18 +31,6 @@ def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def backup_settings(sqlite_only_settings: Settings, tmp_path: Path) -> Settings:
     return dataclasses.replace(sqlite_only_settings, snapshots_dir=tmp_path / "snapshots")
-
-
-def new_school(app: CampusApplication) -> tuple[UUID, UUID]:
-    account_id = app.open_account("Lycée", "M", "m@example.org").account.id
-    app.create_first_superadministrator(account_id, first_name="A", last_name="B", login="admin",
-                                        password=PASSWORD, password_confirmation=PASSWORD)
-    planning = app.list_plannings(account_id)[0]
-    app.create_base(account_id, planning.id, name="Base", first_monday=date(2026, 8, 31),
-                    last_sunday=date(2027, 7, 4), working_days=["mon", "tue"], sequences_per_day=8,
-                    sequence_minutes=60, split=1)
-    app.set_server_state(account_id, planning.id, "in_service")
-    return account_id, planning.id
 
 
 def test_boundaries_are_utc_two_hours_and_midnight() -> None:
@@ -58,7 +45,7 @@ def test_forty_days_of_schedule_keep_30_archives_and_12_saves(backup_settings: S
     clock = ManualClock(START)
     app = CampusApplication(backup_settings, clock=clock)
     try:
-        account_id, planning_id = new_school(app)
+        account_id, planning_id = service_school(app)
         added: list[tuple[datetime, int]] = []  # (instant of the record, records from then on)
         for hour in range(1, 40 * 24 + 1):
             clock.advance(timedelta(hours=1))
@@ -177,7 +164,7 @@ def test_snapshots_verify_reports_bad_files(tmp_path: Path, capsys: pytest.Captu
     settings = Settings(data_dir=tmp_path / "var", snapshots_dir=tmp_path / "snapshots")
     app = CampusApplication(settings, clock=ManualClock(START))
     try:
-        account_id, planning_id = new_school(app)
+        account_id, planning_id = service_school(app)
         good = app.take_backup(account_id, planning_id)
         bad = app.take_backup(account_id, planning_id)
     finally:

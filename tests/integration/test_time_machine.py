@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
 from argon2 import PasswordHasher
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from school_helpers import service_school
 
 import campus.security
 from campus.application import CampusApplication
@@ -25,7 +26,6 @@ from campus.clock import ManualClock
 from campus.errors import Conflict, Invalid
 from campus.settings import Settings
 
-PASSWORD = "Superadmin-2026!"
 NAMES = st.text(alphabet="ABCDEFGHIJ6789", min_size=1, max_size=4)
 
 # One step: add a class, rename one, remove one (the chosen index wraps), or let time pass.
@@ -47,18 +47,6 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CampusApplic
     yield application, clock
     application.close()
     mp.undo()
-
-
-def new_school(app: CampusApplication) -> tuple[UUID, UUID]:
-    opened = app.open_account("Lycée", "M", "m@example.org")
-    account_id = opened.account.id
-    app.create_first_superadministrator(account_id, first_name="A", last_name="B", login="admin",
-                                        password=PASSWORD, password_confirmation=PASSWORD)
-    planning = app.list_plannings(account_id)[0]
-    app.create_base(account_id, planning.id, name="Base", first_monday=date(2026, 8, 31),
-                    last_sunday=date(2027, 7, 4), working_days=["mon", "tue"], sequences_per_day=8,
-                    sequence_minutes=60, split=1)
-    return account_id, planning.id
 
 
 def current(app: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[datetime, dict]:
@@ -101,7 +89,7 @@ def state_at(timeline: list[tuple[datetime, dict]], instant: datetime) -> dict:
 @given(steps=st.lists(STEP, min_size=1, max_size=12), picks=st.lists(st.floats(0, 1), min_size=1, max_size=4))
 def test_as_of_and_restore_give_the_state_current_at_that_instant(app: Any, steps: list, picks: list) -> None:
     application, clock = app
-    account_id, planning_id = new_school(application)
+    account_id, planning_id = service_school(application)
     timeline = run(application, clock, account_id, planning_id, steps)
     start, end = timeline[0][0], timeline[-1][0]
     instants = [start + (end - start) * p for p in picks]
@@ -124,7 +112,7 @@ def test_as_of_and_restore_give_the_state_current_at_that_instant(app: Any, step
 
 def test_restore_rules(app: Any) -> None:
     application, clock = app
-    account_id, planning_id = new_school(application)
+    account_id, planning_id = service_school(application)
     application.add_record(account_id, planning_id, "classes", {"name": "6A"})
     clock.advance(timedelta(days=40))
     earliest, latest = application.restore_window(account_id, planning_id)
@@ -150,7 +138,7 @@ def test_a_restore_and_a_load_first_save_the_base_they_replace(app: Any) -> None
     from campus.export_format import read_base_file
 
     application, clock = app
-    account_id, planning_id = new_school(application)
+    account_id, planning_id = service_school(application)
     application.add_record(account_id, planning_id, "classes", {"name": "6A"})
     clock.advance(timedelta(hours=1))
     before_second = clock.now()
