@@ -31,15 +31,21 @@ from campus.aggregates.domain_name import DomainName, domain_claim_id
 from campus.aggregates.planning import DEFAULT_TIME_ZONE, FIRST_PLANNING_PORT, Planning, Profile
 from campus.aggregates.session import ConsoleSession, console_session_id_for
 from campus.aggregates.user import DirectoryUser, Status, user_id_for
+from campus.account_page import AccountPageUseCases
 from campus.backups import BackupUseCases
 from campus.bases import BaseCache, BaseUseCases
 from campus.exchange import ExchangeUseCases
+from campus.login_guard import FailureKind, LoginGuardUseCases
+from campus.mail import MailUseCases
+from campus.publication import PublicationUseCases
+from campus.school_year import SchoolYearUseCases
 from campus.time_machine import TimeMachineUseCases
 from campus.user_sessions import UserSessionUseCases
 from campus.clock import Clock, FrozenClock, SystemClock, current_clock, reset_clock, use_clock
 from campus.context import set_actor
 from campus.errors import Conflict, Invalid, NotFound, PreconditionFailed, Unauthenticated
 from campus.projections.history import HistoryQuery, HistoryView
+from campus.projections.timeline import TimelineView
 from campus.security import (
     generate_password,
     hash_secret,
@@ -80,7 +86,8 @@ class CreatedUser:
 
 
 class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, TimeMachineUseCases, BackupUseCases,
-                        Application):
+                        LoginGuardUseCases, PublicationUseCases, MailUseCases, SchoolYearUseCases,
+                        AccountPageUseCases, Application):
     name = "campus"
     # No library snapshots for now: taken inside a command they held a big school's lock for
     # 1-2 s at each 5,000th event, and on SQLite every read looked them up (bench/large_school.py).
@@ -98,6 +105,7 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
         self._locks: defaultdict[Any, threading.RLock] = defaultdict(threading.RLock)
         self._locks_guard = threading.Lock()
         self.history = HistoryView(self)
+        self.timeline = TimelineView(self)
         self.base_cache = BaseCache(self)
 
     # -- infrastructure hooks ------------------------------------------------
@@ -221,12 +229,16 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
     def open_console_session(
         self, hosting_number: str, password: str, invoice_number: str | None, certificate: str | None
     ) -> ConsoleLogin:
+        # An unknown number is guarded under the id its account would have: it answers like a wrong password.
+        tenant = account_id_for(hosting_number)
+        self.refuse_if_suspended(tenant)
         try:
             account = self.account_by_number(hosting_number)
         except NotFound:
             account = None
         if account is None or not verify_secret(account.console_password_hash if account else None, password):
-            raise Unauthenticated("the hosting number or the console password is wrong", code="invalid_credentials")
+            self.authentication_failed(tenant, FailureKind.CONSOLE_PASSWORD, hosting_number, Unauthenticated(
+                "the hosting number or the console password is wrong", code="invalid_credentials"))
         set_actor(f"manager:{account.hosting_number}")
 
         def body() -> ConsoleLogin:
@@ -236,7 +248,8 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
                 pass
             elif invoice_number:
                 if not verify_secret(current.invoice_number_hash, invoice_number):
-                    raise Unauthenticated("the invoice number is wrong", code="invalid_invoice_number")
+                    self.authentication_failed(tenant, FailureKind.INVOICE_NUMBER, hosting_number, Unauthenticated(
+                        "the invoice number is wrong", code="invalid_invoice_number"))
                 issued = new_token()
                 current.install_certificate(certificate_digest=token_digest(issued), installed_at=self.now())
             else:
@@ -412,6 +425,8 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
                 planning.change_publication_name(publication_name=changes["publication_name"])
             if "net_licence" in changes and changes["net_licence"] != planning.net_licence:
                 planning.switch_net_licence(enabled=changes["net_licence"])
+                if not changes["net_licence"] and planning.publication_state == "published":
+                    planning.stop_publication()  # without the .net licence nothing may stay published
             if "time_zone" in changes and changes["time_zone"] != planning.time_zone:
                 planning.change_time_zone(time_zone=changes["time_zone"])
             if domain and domain[1] != planning.domain:
@@ -590,12 +605,19 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
         """A new generated password (shown once); the user's open sessions end."""
         def body() -> tuple[DirectoryUser, str]:
             user = self.get_user(account_id, login)
-            password = generate_password(14)
-            user.change_password(password_hash=hash_secret(password))
+            password, password_hash = self._new_password()
+            user.change_password(password_hash=password_hash)
             self.save(user)
             return user, password
 
         return self._run(account_id, body)
+
+    @staticmethod
+    def _new_password() -> tuple[str, str]:
+        """A generated password (14 characters, fiche 4's rules) and its argon2id hash; shared by the reset
+        and the mailing of connection details (campus/mail.py)."""
+        password = generate_password(14)
+        return password, hash_secret(password)
 
     def _check_not_last_superadministrator(self, account_id: UUID, user: DirectoryUser) -> None:
         if self.get_controller(account_id).state != "active":

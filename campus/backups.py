@@ -11,17 +11,28 @@ Retention keeps the newest 12 saves and 30 archives per planning: older ones
 are ``Discarded`` and their file deleted; events are never deleted.
 
 A file is never served or restored unless its size and SHA-256 match what was
-recorded when it was taken.
+recorded when it was taken. When it does not (or is missing), the backup is
+marked (``Backup.FoundDamaged``, logged) and a restore from it falls back to the
+event log: the base's state at the backup's ``taken_at`` is replayed, and the
+answer says so.
+
+Crash safety: the writer holds an advisory lock (``flock``) on the file from its
+``.part`` until the ``Backup.Taken`` event is saved; the kernel drops it when
+the process dies, even by SIGKILL. At start-up (and in ``campus snapshots
+verify``) an unlocked ``.part`` is an interrupted write and an unlocked file no
+live backup records is an orphan: both are removed at start-up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import hashlib
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,17 +40,21 @@ from uuid import UUID, uuid4
 
 import structlog
 
+from campus.background import run_every
+from eventsourcing.application import AggregateNotFoundError
+
 from campus.aggregates.backup import Backup
 from campus.aggregates.planning import Planning
 from campus.aggregates.school_base import Base
 from campus.context import current_context, reset_context, set_context
 from campus.errors import CampusError, Conflict, Invalid, NotFound
+from campus.time_machine import checked_kinds, only_kinds, reason_with_kinds
 from campus.export_format import (
     SUFFIX,
     BaseFile,
     FormatError,
+    prepare,
     read_base_file,
-    write_file,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +67,7 @@ EVERY = {"save": timedelta(hours=2), "archive": timedelta(days=1)}
 SCHEDULER_SECONDS = 60
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HASH_CHUNK = 1024 * 1024
+PART = ".part"  # an unfinished write: <backup id>.campus.part
 
 
 class Gone(CampusError):
@@ -94,6 +110,94 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_backup_file(snapshot: BaseFile, path: Path) -> Iterator[tuple[str, int]]:
+    """Write `snapshot` to `path` atomically; yield (SHA-256, size) of the whole file while holding it.
+
+    ``<path>.part`` is created and locked (``flock``), written, fsynced, renamed
+    over `path`, then the folder is fsynced: whenever the process dies, `path`
+    holds either what it held before or the complete new file, never a torn
+    one. The lock is held until the ``with`` block ends (the caller saves the
+    ``Backup.Taken`` event inside it), so start-up cleanup can tell a live
+    writer's files from a dead one's. If the block fails, the new file is removed.
+    """
+    prepared = prepare(snapshot)
+    partial = path.with_name(path.name + PART)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    written = partial
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_ino != os.stat(partial).st_ino:  # a start-up cleanup took it between open and lock
+            raise OSError(f"{partial} was removed while it was being opened; retry")
+        digest, size = hashlib.sha256(), 0
+        with os.fdopen(os.dup(fd), "wb") as out:
+            for chunk in prepared.chunks():
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+        written = path
+        _fsync_dir(path.parent)
+        yield digest.hexdigest(), size
+    except BaseException:
+        written.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _unless_locked(path: Path) -> Iterator[bool]:
+    """Yield True holding `path`'s lock if no live process holds it (its writer is gone), else False."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
+
+
+def remove_unfinished_writes(folder: Path) -> list[Path]:
+    """Delete every ``*.campus.part`` under `folder` whose writer is gone; return them.
+
+    A ``.part`` a live process is still writing is locked and left alone, so
+    this is safe while other servers share the folder.
+    """
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.rglob(f"*{SUFFIX}{PART}")):
+        with _unless_locked(path) as dead:
+            if dead:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+@dataclass
+class Inventory:
+    """The snapshots folder against the store (``campus snapshots verify``, start-up cleanup).
+
+    Paths are relative to the snapshots folder (POSIX form).
+    """
+
+    files: list[str] = field(default_factory=list)  # every *.campus file
+    unfinished: list[str] = field(default_factory=list)  # *.campus.part: interrupted writes
+    orphans: list[str] = field(default_factory=list)  # files no live backup records
+    missing: list[Backup] = field(default_factory=list)  # live backups without their file
+    recorded: dict[str, Backup] = field(default_factory=dict)  # file -> its live backup
 
 
 def state_of_file(bf: BaseFile, at: datetime) -> dict[str, Any]:
@@ -166,6 +270,15 @@ class BackupUseCases:
     def backup_path(self: CampusApplication, backup: Backup) -> Path:
         return self.settings.snapshots_dir / backup.file
 
+    def backup_status(self: CampusApplication, backup: Backup) -> tuple[str, str | None]:
+        """("ok" | "damaged" | "missing", the problem's code) without reading the file: the
+        full check runs before every download and restore, and in ``campus snapshots verify``."""
+        if not self.backup_path(backup).is_file():
+            return "missing", "backup_file_missing"
+        if backup.damaged:
+            return "damaged", (backup.damage or {}).get("problem")
+        return "ok", None
+
     def verified_backup_path(self: CampusApplication, backup: Backup) -> Path:
         """The backup's file, after checking its size and SHA-256 (410 missing, 409 altered)."""
         path = self.backup_path(backup)
@@ -180,38 +293,53 @@ class BackupUseCases:
                                    code="backup_corrupted")
         return path
 
+    def trusted_backup_path(self: CampusApplication, backup: Backup) -> Path:
+        """:meth:`verified_backup_path`; a file that fails is logged and its backup marked damaged."""
+        try:
+            return self.verified_backup_path(backup)
+        except (Gone, BackupUnreadable) as exc:
+            self._report_damaged(backup, exc.code or "backup_corrupted", exc.detail)
+            raise
+
+    def _report_damaged(self: CampusApplication, backup: Backup, problem: str, detail: str) -> Backup:
+        """Log a bad file (never its content) and record ``Backup.FoundDamaged`` once per problem."""
+        log.warning("backup_file_damaged", account_id=str(backup.account_id), backup_id=str(backup.id),
+                    kind=backup.kind, file=backup.file, problem=problem)
+
+        def body() -> Backup:
+            current: Backup = self.repository.get(backup.id)
+            if not current.discarded and (current.damage or {}).get("problem") != problem:
+                current.mark_damaged(problem=problem, detail=detail)
+                self.save(current)
+            return current
+
+        marked = self._run(backup.account_id, body)
+        self._backup_cache()[marked.id] = marked
+        return marked
+
     # -- taking ------------------------------------------------------------------------------
-    def _write_backup(self: CampusApplication, account_id: UUID, backup_id: UUID,
-                      snapshot: BaseFile) -> tuple[str, str, int]:
+    def _record_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, snapshot: BaseFile,
+                       *, kind: str, name: str, taken_at: datetime, position: int, scheduled: bool,
+                       kept: bool = False) -> Backup:
+        """Write the file, then save ``Backup.Taken`` while still holding the file's lock
+        (a failed save removes the file; a crash leaves an orphan that start-up removes)."""
+        backup_id = uuid4()
         folder = self.settings.snapshots_dir / str(account_id)
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             _fsync_dir(folder.parent)
         relative = f"{account_id}/{backup_id}{SUFFIX}"
-        path = self.settings.snapshots_dir / relative
-        write_file(snapshot, path)
-        _fsync_dir(folder)
-        sha256, size = file_digest(path)
-        return relative, sha256, size
+        with atomic_backup_file(snapshot, self.settings.snapshots_dir / relative) as (sha256, size):
 
-    def _record_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, snapshot: BaseFile,
-                       *, kind: str, name: str, taken_at: datetime, position: int, scheduled: bool) -> Backup:
-        backup_id = uuid4()
-        relative, sha256, size = self._write_backup(account_id, backup_id, snapshot)
+            def body() -> Backup:
+                backup = Backup._create(Backup.Taken, id=backup_id, account_id=account_id, planning_id=planning_id,
+                                base_id=snapshot.base_id, kind=kind, name=name, taken_at=taken_at,
+                                version=snapshot.position, position=position, file=relative, sha256=sha256,
+                                size=size, counts=snapshot.counts(), scheduled=scheduled, kept=kept)
+                self.save(backup)
+                return backup
 
-        def body() -> Backup:
-            backup = Backup._create(Backup.Taken, id=backup_id, account_id=account_id, planning_id=planning_id,
-                            base_id=snapshot.base_id, kind=kind, name=name, taken_at=taken_at,
-                            version=snapshot.position, position=position, file=relative, sha256=sha256,
-                            size=size, counts=snapshot.counts(), scheduled=scheduled)
-            self.save(backup)
-            return backup
-
-        try:
             backup = self._run(account_id, body)
-        except BaseException:
-            (self.settings.snapshots_dir / relative).unlink(missing_ok=True)
-            raise
         self._backup_cache()[backup.id] = backup
         return backup
 
@@ -302,9 +430,10 @@ class BackupUseCases:
             yield at, kind, past, position
 
     def _apply_retention(self: CampusApplication, account_id: UUID, planning_id: UUID) -> list[Backup]:
-        """Keep the newest 12 saves and 30 archives of the planning; discard the others' files."""
+        """Keep the newest 12 saves and 30 archives of the planning; discard the others' files.
+        Archives of a school year (``kept``) are out of the count and never discarded."""
         discarded = []
-        live = [b for b in self._backups_of(account_id, planning_id) if not b.discarded]
+        live = [b for b in self._backups_of(account_id, planning_id) if not b.discarded and not b.kept]
         for kind, keep in KEEP.items():
             of_kind = [b for b in live if b.kind == kind]
             discarded += of_kind[:-keep] if len(of_kind) > keep else []
@@ -326,51 +455,163 @@ class BackupUseCases:
                                every: float = SCHEDULER_SECONDS) -> threading.Thread:
         """A daemon thread calling :meth:`run_due_backups` every minute until `stop` is set."""
 
-        def loop() -> None:
-            while not stop.wait(every):
-                try:
-                    self.run_due_backups()
-                except Exception:
-                    log.warning("backup_scheduler_failed", exc_info=True)
-
-        thread = threading.Thread(target=loop, name="campus-backups", daemon=True)
-        thread.start()
-        return thread
+        return run_every(every, self.run_due_backups, stop, "backup-scheduler")
 
     # -- restoring ---------------------------------------------------------------------------------
     def restore_from_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, backup_id: UUID, *,
-                            confirm: bool, reason: str | None = None) -> tuple[Base, datetime, Backup]:
-        """Bring the planning's current base back to a save or an archive (its checked file)."""
+                            confirm: bool, reason: str | None = None,
+                            kinds: list[str] | None = None) -> BackupRestore:
+        """Bring the planning's current base back to a save or an archive.
+
+        From its file when the file checks out; otherwise (missing, truncated,
+        altered) the backup is marked damaged and the base's state at the
+        backup's ``taken_at`` is rebuilt from the event log instead, and the
+        answer says so (``source``, ``warning``).
+        """
         if not confirm:
             raise Invalid.field("confirm", "the restore replaces the base's current state: send \"confirm\": true")
+        kinds = checked_kinds(kinds)
         backup = self.get_backup(account_id, planning_id, backup_id)
-        fallback = (f"restore with \"as_of\": \"{backup.taken_at.isoformat()}\" instead "
-                    "(the event log rebuilds that state)")
         try:
-            path = self.verified_backup_path(backup)
+            path = self.trusted_backup_path(backup)
             with open(path, "rb") as stream:
                 loaded = read_base_file(stream)
-        except (Gone, BackupUnreadable, FormatError) as exc:
-            raise Conflict(f"{exc.detail}; {fallback}", code="backup_unreadable") from None
+        except Gone:
+            return self._restore_from_log(account_id, planning_id, backup, "is missing", reason, kinds)
+        except BackupUnreadable:
+            return self._restore_from_log(account_id, planning_id, backup, "failed its checksum", reason, kinds)
+        except FormatError as exc:  # matches what was written, yet unreadable: should never happen
+            self._report_damaged(backup, exc.code or "invalid_file", exc.detail)
+            return self._restore_from_log(account_id, planning_id, backup, "is not a readable campus-base file",
+                                          reason, kinds)
         state = state_of_file(loaded, backup.taken_at)
-        token = set_context(replace(current_context(), reason=reason))
+        token = set_context(replace(current_context(), reason=reason_with_kinds(reason, kinds)))
         try:
             planning = self.get_planning(account_id, planning_id)
             self._require_stopped(planning, "restore its base")
             if planning.base_id == backup.base_id:
                 self.take_backup(account_id, planning_id, before="restore")  # the way back, whatever happens
 
-            def body() -> tuple[Base, datetime, Backup]:
+            def body() -> BackupRestore:
                 planning = self.get_planning(account_id, planning_id)
                 self._require_stopped(planning, "restore its base")
-                if planning.base_id != backup.base_id:
-                    raise Conflict(f"backup {backup.name!r} is of another base of the planning: mount that base "
-                                   "first (PUT …/base)", code="other_base")
+                self._require_same_base(planning, backup)
                 current = self.get_base(account_id, planning.base_id)
-                restore_state(current, state, backup.taken_at, backup.base_version)
+                restore_state(current, only_kinds(current, state, kinds), backup.taken_at, backup.base_version)
                 self.save(current)
-                return current, self.now(), backup
+                return BackupRestore(current, self.now(), backup, source="file")
 
             return self._run(account_id, body)
         finally:
             reset_context(token)
+
+    @staticmethod
+    def _require_same_base(planning: Planning, backup: Backup) -> None:
+        if planning.base_id != backup.base_id:
+            raise Conflict(f"backup {backup.name!r} is of another base of the planning: mount that base "
+                           "first (PUT …/base)", code="other_base")
+
+    def _restore_from_log(self: CampusApplication, account_id: UUID, planning_id: UUID, backup: Backup,
+                          what: str, reason: str | None, kinds: list[str] | None = None) -> BackupRestore:
+        """The fallback: the base's state at the backup's instant, replayed from the event log."""
+        at = backup.taken_at.isoformat()
+        self._require_same_base(self.get_planning(account_id, planning_id), backup)
+        try:
+            base, restored_at = self.restore_base(account_id, planning_id, as_of=backup.taken_at, confirm=True,
+                                                  reason=reason, kinds=kinds)
+        except Invalid as exc:  # outside the restore window, or before the base existed
+            raise Conflict(f"the file of {backup.kind} {backup.name!r} {what} and the event log cannot stand in "
+                           f"for it at {at} ({exc.detail}); nothing was restored",
+                           code="backup_unrecoverable") from None
+        log.warning("backup_restored_from_event_log", account_id=str(account_id), backup_id=str(backup.id),
+                    taken_at=at)
+        warning = f"the file of {backup.kind} {backup.name!r} {what}; the base was rebuilt from the event log at {at}"
+        return BackupRestore(base, restored_at, backup, source="event_log", warning=warning)
+
+    # -- the folder against the store -----------------------------------------------------------------
+    def snapshot_inventory(self: CampusApplication, *, with_missing: bool = True) -> Inventory:
+        """Every file and unfinished write under the snapshots folder, the orphans among them
+        (no live backup records them) and, if asked, the live backups without a file.
+
+        Looking for missing files reads every backup ever taken (for ``campus snapshots
+        verify``); without it only the files found are looked up (start-up).
+        """
+        folder = self.settings.snapshots_dir
+        inventory = Inventory()
+        if folder.is_dir():
+            inventory.unfinished = sorted(p.relative_to(folder).as_posix() for p in folder.rglob(f"*{SUFFIX}{PART}"))
+            inventory.files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob(f"*{SUFFIX}")
+                                     if p.is_file())
+        for relative in inventory.files:
+            backup = self._live_backup_for(relative)
+            if backup is None:
+                inventory.orphans.append(relative)
+            else:
+                inventory.recorded[relative] = backup
+        if with_missing:
+            for backup_id in self.history.all_aggregate_ids("Backup"):
+                backup = self.repository.get(backup_id)
+                if isinstance(backup, Backup) and not backup.discarded and backup.file not in inventory.recorded:
+                    inventory.missing.append(backup)
+        return inventory
+
+    def _live_backup_for(self: CampusApplication, relative: str) -> Backup | None:
+        """The live backup whose file is `relative` (``<account id>/<backup id>.campus``), if any."""
+        account, _, name = relative.partition("/")
+        try:
+            backup_id = UUID(name.removesuffix(SUFFIX))
+            UUID(account)
+            backup = self.repository.get(backup_id)
+        except (ValueError, AggregateNotFoundError):
+            return None
+        if not isinstance(backup, Backup) or backup.discarded or backup.file != relative:
+            return None
+        return backup
+
+    def clean_snapshots(self: CampusApplication) -> dict[str, int]:
+        """At start-up: remove interrupted writes (``.part``) and orphan files whose writer is gone.
+
+        An orphan is removed only in the folder of an account of this store (a
+        folder shared with another deployment is never emptied), under its lock,
+        after checking again that no backup records it: a writer holds the lock
+        until its ``Backup.Taken`` is saved. Never fails the start: problems are logged.
+        """
+        folder = self.settings.snapshots_dir
+        counts = {"unfinished": 0, "orphans": 0}
+        try:
+            for path in remove_unfinished_writes(folder):
+                counts["unfinished"] += 1
+                log.warning("snapshot_unfinished_write_removed", file=path.relative_to(folder).as_posix())
+            for relative in self.snapshot_inventory(with_missing=False).orphans:
+                if self._remove_orphan(relative):
+                    counts["orphans"] += 1
+                    log.warning("snapshot_orphan_removed", file=relative)
+        except Exception:
+            log.warning("snapshot_cleanup_failed", exc_info=True)
+        return counts
+
+    def _remove_orphan(self: CampusApplication, relative: str) -> bool:
+        account, _, _ = relative.partition("/")
+        try:
+            account_known = UUID(account) in self.repository
+        except ValueError:
+            return False
+        if not account_known:
+            return False
+        path = self.settings.snapshots_dir / relative
+        with _unless_locked(path) as dead:
+            if dead and self._live_backup_for(relative) is None:
+                path.unlink(missing_ok=True)
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class BackupRestore:
+    """What a restore from a backup did: from the file, or (bad file) from the event log."""
+
+    base: Base
+    restored_at: datetime
+    backup: Backup
+    source: str  # "file" | "event_log"
+    warning: str | None = None

@@ -117,7 +117,11 @@ class BaseUseCases:
                      as_of: datetime | None = None) -> tuple[list[tuple[UUID, dict]], UUID | None]:
         kind = kind_of(kind_name)
         if as_of is not None:
-            items = list(self.base_as_of(account_id, planning_id, as_of).base.records[kind.name].items())
+            past = self.base_as_of(account_id, planning_id, as_of)
+            try:
+                return self.timeline.records_page(past.base, kind.name, after, min(limit, MAX_PAGE))
+            except LookupError:
+                raise Invalid.field("after", f"no {kind.name} record with id {after} at that instant") from None
         else:
             planning, base = self.current_base(account_id, planning_id)
             with self._command(account_id):
@@ -161,6 +165,7 @@ class BaseUseCases:
                 # Campus fiche 6: "La base est automatiquement mise en service."
                 self._require_superadministrator(account_id)
                 planning.start_server()
+                self._publish_with_server(planning)  # hosting fiche 8: publication follows, same instant
             self.save(base, planning)
             self.base_cache.put(base)
             return planning, base
@@ -191,6 +196,7 @@ class BaseUseCases:
                                    code="base_required")
                 self._require_superadministrator(account_id)
                 planning.start_server()
+                self._publish_with_server(planning)  # hosting fiche 8: publication follows, same instant
                 self.save(planning)
             elif state == "stopped" and planning.in_service:
                 planning.stop_server()

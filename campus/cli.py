@@ -32,7 +32,7 @@ def serve(args: argparse.Namespace) -> int:
     from campus.api.app import create_app
     from campus.logs import configure_logging
 
-    settings = Settings.from_env(data_dir=Path(args.data_dir) if args.data_dir else None)
+    settings = _settings(args)
     configure_logging(settings.log_format, settings.log_level)
     token, created = operator_token(settings)
     if created:
@@ -51,34 +51,111 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def snapshots_verify(args: argparse.Namespace) -> int:
-    """Check every saved or archived base file: OK or BAD (with the reason) per file; 1 if any is bad.
+    """Check every saved or archived base file; 1 if anything is bad, missing or orphaned.
 
     Each file is read whole and checked as a load would (header, size and SHA-256
-    of the body, every line); the store is not needed.
+    of the body, every line): ``OK`` or ``BAD`` (with the reason). When the store
+    exists, each file is also checked against the SHA-256 its backup recorded,
+    and the folder against the store: ``MISSING`` (a live backup without its
+    file), ``ORPHAN`` (a file no live backup records) and ``UNFINISHED`` (a
+    ``.part`` left by an interrupted write); a server removes the last two at
+    its next start. Nothing is changed.
     """
     from campus.export_format import SUFFIX, FormatError, read_base_file
 
-    overrides = {"data_dir": Path(args.data_dir) if args.data_dir else None,
-                 "snapshots_dir": Path(args.snapshots_dir) if args.snapshots_dir else None}
-    settings = Settings.from_env(**overrides)
+    settings = _settings(args)
     folder = settings.snapshots_dir
-    if not folder.is_dir():
+    inventory = _inventory(settings)
+    if inventory is None and not folder.is_dir():
         print(f"campus: no snapshots folder at {folder}", file=sys.stderr)
         return 1
-    files = sorted(p for p in folder.rglob(f"*{SUFFIX}") if p.is_file())
+    files = inventory.files if inventory else sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob(f"*{SUFFIX}") if p.is_file())
     bad = 0
-    for path in files:
-        name = path.relative_to(folder).as_posix()
+    for name in files:
+        problem = None
         try:
-            with open(path, "rb") as stream:
+            with open(folder / name, "rb") as stream:
                 read_base_file(stream)
         except (FormatError, OSError) as exc:
+            problem = getattr(exc, "detail", str(exc))
+        backup = inventory.recorded.get(name) if inventory else None
+        if problem is None and backup is not None:
+            from campus.backups import file_digest
+
+            if file_digest(folder / name) != (backup.sha256, backup.size):
+                problem = "its size or SHA-256 is not what was recorded when it was taken"
+        if problem:
             bad += 1
-            print(f"BAD  {name}: {getattr(exc, 'detail', exc)}", flush=True)
+            print(f"BAD  {name}: {problem}", flush=True)
         else:
             print(f"OK   {name}", flush=True)
-    print(f"{len(files)} file(s) checked, {bad} bad", file=sys.stderr)
-    return 1 if bad else 0
+    missing = orphans = 0
+    if inventory is not None:
+        for backup in inventory.missing:
+            print(f"MISSING {backup.file}: the file of {backup.kind} {backup.name!r} ({backup.id}) is missing",
+                  flush=True)
+        for name in inventory.orphans:
+            print(f"ORPHAN {name}: no backup records this file (removed at the next start if its account is "
+                  "in this store)", flush=True)
+        for name in inventory.unfinished:
+            print(f"UNFINISHED {name}: an interrupted write (removed at the next start)", flush=True)
+        missing, orphans = len(inventory.missing), len(inventory.orphans) + len(inventory.unfinished)
+    else:
+        print(f"campus: no store at {settings.data_dir}: files checked alone (no orphan or missing check)",
+              file=sys.stderr)
+    print(f"{len(files)} file(s) checked, {bad} bad, {missing} missing, {orphans} orphan(s)", file=sys.stderr)
+    return 1 if bad or missing or orphans else 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"data_dir": Path(args.data_dir) if args.data_dir else None,
+                 "snapshots_dir": Path(getattr(args, "snapshots_dir", None)) if getattr(args, "snapshots_dir", None)
+                 else None}
+    return Settings.from_env(**overrides)
+
+
+def _has_store(settings: Settings) -> bool:
+    return settings.uses_postgres or (settings.data_dir / "campus.sqlite3").is_file()
+
+
+def _inventory(settings: Settings):  # noqa: ANN202 - campus.backups.Inventory | None
+    """The snapshots folder against the store, or None when there is no store to compare with."""
+    if not _has_store(settings):
+        return None
+    from campus.application import CampusApplication
+
+    app = CampusApplication(settings)
+    try:
+        return app.snapshot_inventory()
+    finally:
+        app.close()
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Create a demo school with 30 days of activity in an empty data dir (exit 2 if it holds a store)."""
+    from campus.demo import DemoRefused, build_demo, instructions
+    from campus.logs import configure_logging
+
+    data_dir = Path(args.data_dir)
+    snapshots_dir = Path(args.snapshots_dir) if args.snapshots_dir else None
+    settings = Settings.from_env(data_dir=data_dir)
+    if snapshots_dir is None and "CAMPUS_SNAPSHOTS_DIR" not in os.environ:
+        snapshots_dir = data_dir / "snapshots"  # next to the store, not in the current directory
+    settings = Settings(**{**settings.__dict__, "snapshots_dir": snapshots_dir or settings.snapshots_dir})
+    configure_logging(settings.log_format, "warning")
+    if not settings.uses_postgres and (data_dir / "campus.sqlite3").exists():
+        print(f"campus demo: {data_dir} already holds a campus store (campus.sqlite3); "
+              "give an empty or new directory", file=sys.stderr)
+        return 2
+    print(f"campus demo: creating a demo school with {args.days} days of activity…", file=sys.stderr, flush=True)
+    try:
+        school = build_demo(settings, days=args.days, seed=args.seed)
+    except DemoRefused as exc:
+        print(f"campus demo: {exc}", file=sys.stderr)
+        return 2
+    print(instructions(school, str(data_dir), str(settings.snapshots_dir)), flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--host", default="127.0.0.1")
     p_serve.add_argument("--port", type=int, default=8000)
     p_serve.add_argument("--data-dir", default=None, help="where the SQLite store and operator token live (default ./var)")
+    p_serve.add_argument("--snapshots-dir", default=None,
+                         help="where saves and archives are written (default ./snapshots or CAMPUS_SNAPSHOTS_DIR)")
     p_serve.set_defaults(func=serve)
+    p_demo = sub.add_parser("demo", help="create a demo school with 30 days of activity, to try restores at once")
+    p_demo.add_argument("--data-dir", required=True, help="an empty or new directory for the demo's store")
+    p_demo.add_argument("--snapshots-dir", default=None,
+                        help="where its saves and archives go (default CAMPUS_SNAPSHOTS_DIR, else DATA_DIR/snapshots)")
+    p_demo.add_argument("--days", type=int, default=30, choices=range(1, 31), metavar="1-30",
+                        help="days of activity, ending now (default 30)")
+    p_demo.add_argument("--seed", type=int, default=None, help="seed of the simulated activity (default: random)")
+    p_demo.set_defaults(func=demo)
     p_snap = sub.add_parser("snapshots", help="saves and archives of bases")
     snap_sub = p_snap.add_subparsers(dest="snapshots_command", required=True)
     p_verify = snap_sub.add_parser("verify", help="check every file under the snapshots folder")

@@ -51,6 +51,18 @@ class PreconditionFailed(CampusError):
     title = "Precondition failed"
 
 
+class TooManyRequests(CampusError):
+    """Refused for a while (429); `retry_after` seconds become the Retry-After header."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = max(1, int(retry_after))
+        self.headers = {"Retry-After": str(self.retry_after)}
+
+
 class TooLarge(CampusError):
     status = 413
     title = "Request body too large"

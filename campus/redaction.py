@@ -12,6 +12,8 @@ REDACTED = "[redacted]"
 SECRET_NAMES = frozenset({
     "password", "password_confirmation", "console_password", "pin", "token",
     "certificate", "invoice_number", "code", "secret", "secret_answer", "authorization",
+    # Mail (campus/mail.py): a new secret answer; a queued message's sealed content.
+    "new_secret_answer", "sealed_message", "verification_code", "wrapped_key", "smtp_password", "mail_key",
 })
 SECRET_SUFFIXES = ("_hash", "_digest", "_password", "_token", "_secret")
 

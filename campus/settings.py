@@ -6,6 +6,7 @@ directly.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,8 +32,32 @@ class Settings:
     # Uploaded base files (loads) are streamed to <data_dir>/tmp under this cap.
     max_upload_bytes: int = 256 * 1024 * 1024
     history_page_max: int = 500
+    # The product version the school-year change installs (CAMPUS_RELEASE_VERSION); None: the year
+    # the coming school year starts in ("2027" for 2027-2028), as the seeds name versions.
+    release_version: str | None = None
+    # A live history stream sends a comment after this many quiet seconds (and checks its session).
+    history_heartbeat_seconds: float = 15.0
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
+    # Failed authentications per (school, client address): after `login_failures_max` within
+    # `login_failures_window_minutes`, the address is suspended for `login_suspension_minutes`.
+    login_failures_max: int = 10
+    login_failures_window_minutes: int = 15
+    login_suspension_minutes: int = 15
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs); none by default.
+    trusted_proxies: tuple[str, ...] = ()
+    # Mail (docs/MAIL.md). Without an SMTP host, mail stays queued in the outbox and it says why.
+    smtp_host: str | None = None
+    smtp_port: int | None = None  # default by TLS mode: 25 (none), 587 (starttls), 465 (ssl)
+    smtp_tls: str = "starttls"  # none | starttls | ssl
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    mail_from: str | None = None  # the envelope and From address; default no-reply@<domain suffix>
+    # Seals queued messages' keys (base64 of 32 bytes); default: <data_dir>/mail-key, made once.
+    mail_key: str | None = field(default=None, repr=False)
+    mail_retry_seconds: float = 30.0  # first retry after a failure; doubles each time, at most 1 hour
+    mail_max_attempts: int = 8  # then the message is abandoned
+    mail_poll_seconds: float = 2.0  # the sender also wakes at once when mail is queued
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -57,6 +82,16 @@ class Settings:
             kwargs["max_body_bytes"] = int(env["CAMPUS_MAX_BODY_BYTES"])
         if env.get("CAMPUS_MAX_UPLOAD_BYTES"):
             kwargs["max_upload_bytes"] = int(env["CAMPUS_MAX_UPLOAD_BYTES"])
+        if env.get("CAMPUS_RELEASE_VERSION"):
+            kwargs["release_version"] = env["CAMPUS_RELEASE_VERSION"].strip()
+        if env.get("CAMPUS_HISTORY_HEARTBEAT_SECONDS"):
+            kwargs["history_heartbeat_seconds"] = float(env["CAMPUS_HISTORY_HEARTBEAT_SECONDS"])
+        for name in ("login_failures_max", "login_failures_window_minutes", "login_suspension_minutes"):
+            if env.get(f"CAMPUS_{name.upper()}"):
+                kwargs[name] = _positive_int(f"CAMPUS_{name.upper()}", env[f"CAMPUS_{name.upper()}"])
+        if env.get("CAMPUS_TRUSTED_PROXIES"):
+            kwargs["trusted_proxies"] = parse_trusted_proxies(env["CAMPUS_TRUSTED_PROXIES"])
+        kwargs.update(_mail_settings(env))
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
 
@@ -99,3 +134,47 @@ def dsn_to_library_env(dsn: str) -> dict[str, str]:
     if schema:
         env["POSTGRES_SCHEMA"] = schema[0]
     return env
+
+
+def _mail_settings(env: Mapping[str, str]) -> dict:
+    """CAMPUS_SMTP_* and CAMPUS_MAIL_*; a bad value stops the start-up."""
+    kwargs: dict = {}
+    for name in ("smtp_host", "smtp_user", "smtp_password", "mail_from", "mail_key"):
+        if env.get(f"CAMPUS_{name.upper()}"):
+            kwargs[name] = env[f"CAMPUS_{name.upper()}"].strip()
+    if env.get("CAMPUS_SMTP_TLS"):
+        tls = env["CAMPUS_SMTP_TLS"].strip().lower()
+        if tls not in ("none", "starttls", "ssl"):
+            raise ValueError(f"CAMPUS_SMTP_TLS must be none, starttls or ssl, not {tls!r}")
+        kwargs["smtp_tls"] = tls
+    for name in ("smtp_port", "mail_max_attempts"):
+        if env.get(f"CAMPUS_{name.upper()}"):
+            kwargs[name] = _positive_int(f"CAMPUS_{name.upper()}", env[f"CAMPUS_{name.upper()}"])
+    for name in ("mail_retry_seconds", "mail_poll_seconds"):
+        if env.get(f"CAMPUS_{name.upper()}"):
+            value = float(env[f"CAMPUS_{name.upper()}"])
+            if value <= 0:
+                raise ValueError(f"CAMPUS_{name.upper()} must be a positive number of seconds")
+            kwargs[name] = value
+    return kwargs
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return number
+
+
+def parse_trusted_proxies(value: str) -> tuple[str, ...]:
+    """`CAMPUS_TRUSTED_PROXIES`: comma-separated addresses or CIDRs; a bad one stops the start-up."""
+    proxies = tuple(part.strip() for part in value.split(",") if part.strip())
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ValueError(f"CAMPUS_TRUSTED_PROXIES: {proxy!r} is neither an IP address nor a CIDR") from None
+    return proxies

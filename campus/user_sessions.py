@@ -7,12 +7,19 @@ unrecognised devices with nothing, a notification, or a PIN; a device can be
 recognised under a name and forgotten. Tokens are 256-bit random values stored
 only as digests; they expire, and end at logout and when the user's password
 or status changes.
+
+Every session is also a connection (hosting guide fiche 11): its station and
+application, its access (``modification`` takes one of the licence's seats,
+``consultation`` takes none), its mode, user and base, listed per planning from
+the day's :class:`ConnectionBoard`; an administrator disconnects one and its token
+stops at once. Failed passwords and PINs are counted per client address by
+:mod:`campus.login_guard`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -22,10 +29,11 @@ from eventsourcing.application import AggregateNotFoundError
 from campus.aggregates.core import natural_id
 from campus.aggregates.domain_name import DomainName, domain_claim_id
 from campus.aggregates.planning import Planning, Profile
-from campus.aggregates.session import UserSession, user_session_id_for
+from campus.aggregates.session import ConnectionBoard, UserSession, connection_board_id_for, user_session_id_for
 from campus.aggregates.user import DirectoryUser, SecurityMeasure, user_id_for
-from campus.context import set_actor
+from campus.context import current_context, set_actor
 from campus.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from campus.login_guard import FailureKind
 from campus.security import hash_secret, new_token, token_digest, verify_secret
 
 if TYPE_CHECKING:
@@ -33,6 +41,8 @@ if TYPE_CHECKING:
 
 USER_SESSION_HOURS = 10
 PIN_MIN_DIGITS = 4
+# Open sessions are on today's board or yesterday's only while a session lasts less than a day.
+assert USER_SESSION_HOURS < 24
 
 
 class Mode(StrEnum):
@@ -41,6 +51,22 @@ class Mode(StrEnum):
     ADMINISTRATIVE = "administrative"
     TEACHER = "teacher"
     SCHOOL_LIFE = "school_life"
+
+
+class Access(StrEnum):
+    """How a session uses the base: modification takes a licence seat (hosting guide fiche 11);
+    consultation (the login window's "Consultation" box, hosting guide fiche 4) only reads."""
+
+    MODIFICATION = "modification"
+    CONSULTATION = "consultation"
+
+
+class ClientApplication(StrEnum):
+    """What connects: the PRONOTE client, a web space, the mobile application."""
+
+    CLIENT = "client"
+    WEB = "web"
+    MOBILE = "mobile"
 
 
 RIGHTS = {
@@ -78,22 +104,87 @@ class UserCaller:
             needed = {"write": "modification or administration", "administer": "administration"}[right]
             raise Forbidden(f"the {self.profile} profile on {self.planning.name!r} does not allow this; "
                             f"it needs the {needed} profile", code="profile_insufficient")
+        if right == "write" and self.session.access == Access.CONSULTATION:
+            raise Forbidden("this session was opened in consultation: it reads only; log in with "
+                            "\"access\": \"modification\" to change anything", code="consultation_access")
+
+
+@dataclass(frozen=True)
+class Seats:
+    """The licence's seats in modification, for the whole school (hosting guide fiche 11).
+
+    Seats reserved for administrators (superadministrators and base
+    administrators) are taken by administrators first; the others may use only
+    the seats left outside the reservation.
+    """
+
+    total: int
+    reserved: int
+    used_by_administrators: int
+    used_by_others: int
+
+    @property
+    def used(self) -> int:
+        return self.used_by_administrators + self.used_by_others
+
+    @property
+    def free(self) -> int:
+        """Seats anyone may take."""
+        return max(0, self.total - max(self.reserved, self.used_by_administrators) - self.used_by_others)
+
+    @property
+    def free_for_administrators(self) -> int:
+        return max(0, self.total - self.used)
+
+    def view(self) -> dict:
+        return {"total": self.total, "used": self.used, "reserved_for_administrators": self.reserved,
+                "used_by_administrators": self.used_by_administrators, "free": self.free,
+                "free_for_administrators": self.free_for_administrators}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """An open session as the connections list shows it."""
+
+    id: UUID
+    entry: dict
+    user: DirectoryUser
+    planning: Planning
+    board: ConnectionBoard
+
+    @property
+    def state(self) -> str:
+        """connected, or server_stopped (the session resumes when the server is back in service)."""
+        return "connected" if self.planning.in_service else "server_stopped"
+
+
+@dataclass(frozen=True)
+class ConnectionList:
+    planning: Planning
+    connections: list[Connection]
+    seats: Seats
+    base_names: dict[UUID, str]
 
 
 class UserSessionUseCases:
     """Mixed into CampusApplication."""
 
     def open_user_session(self: CampusApplication, *, domain: str, login: str, password: str, planning: str,
-                          mode: Mode, device: str | None = None, pin: str | None = None) -> UserLogin:
+                          mode: Mode, device: str | None = None, pin: str | None = None,
+                          station: str | None = None, application: ClientApplication = ClientApplication.CLIENT,
+                          access: Access | None = None) -> UserLogin:
+        """`access` defaults to the most the profile allows: modification (the login window's
+        "Consultation" box unticked, hosting guide fiche 4), consultation for a Consultation profile."""
         account_id = self._account_for_controller_domain(domain)
+        self.refuse_if_suspended(account_id)
         refused = Unauthenticated("the login or the password is wrong", code="invalid_credentials")
         try:
             user = self.get_user(account_id, login)
         except NotFound:
-            verify_secret(None, password)
-            raise refused from None
+            verify_secret(None, password)  # as long as a real check: unknown and wrong look alike
+            self.authentication_failed(account_id, FailureKind.PASSWORD, login, refused)
         if not verify_secret(user.password_hash, password):
-            raise refused
+            self.authentication_failed(account_id, FailureKind.PASSWORD, login, refused)
         set_actor(f"user:{user.login}")
         target = self._find_planning(account_id, planning)
         if not target.in_service:
@@ -107,21 +198,158 @@ class UserSessionUseCases:
             if not pin:
                 raise Unauthenticated("this device is not recognised: send your PIN", code="pin_required")
             if not verify_secret(user.pin_hash, pin):
-                raise Unauthenticated("the PIN is wrong", code="invalid_pin")
+                self.authentication_failed(account_id, FailureKind.PIN, user.login,
+                                           Unauthenticated("the PIN is wrong", code="invalid_pin"))
+        access = self._access_for(target, profile, access)
+        station = station or current_context().client_address
 
         def body() -> UserLogin:
+            now = self.now()
+            connections = self._open_connections(account_id)
+            if access == Access.MODIFICATION:
+                self._check_free_seat(account_id, user, station, connections)
             token = new_token()
             session = UserSession(
                 token_digest=token_digest(token), account_id=account_id, user_id=user.id, login=user.login,
                 planning_id=target.id, base_id=target.base_id, mode=mode.value, device_id=device_id,
                 recognised_device=recognised,
-                expires_at=self.now() + timedelta(hours=USER_SESSION_HOURS),
+                expires_at=now + timedelta(hours=USER_SESSION_HOURS),
                 credentials_epoch=user.credentials_epoch,
+                station=station, application=application.value, access=access.value,
             )
-            self.save(session)
+            board = self._board(account_id, now.date()) or ConnectionBoard(account_id=account_id, day=now.date())
+            board.open_connection(session_id=session.id, connection={
+                "login": user.login, "user_id": user.id, "administrator": user.is_administrative,
+                "planning_id": target.id, "base_id": target.base_id, "station": station,
+                "application": application.value, "access": access.value, "mode": mode.value,
+                "since": now, "expires_at": session.expires_at, "credentials_epoch": user.credentials_epoch,
+                "client_address": current_context().client_address,
+            })
+            self.save(session, board)
             return UserLogin(token, session, user, target, profile)
 
         return self._run(account_id, body)
+
+    @staticmethod
+    def _access_for(planning: Planning, profile: str, wanted: Access | None) -> Access:
+        writes = "write" in RIGHTS[profile]
+        if wanted is None:
+            return Access.MODIFICATION if writes else Access.CONSULTATION
+        if wanted == Access.MODIFICATION and not writes:
+            raise Forbidden(f"the {profile} profile on {planning.name!r} does not allow modification; "
+                            "log in with \"access\": \"consultation\"", code="profile_insufficient")
+        return wanted
+
+    # -- connections and licence seats (hosting guide fiche 11) -----------------------
+    def _board(self: CampusApplication, account_id: UUID, day: date) -> ConnectionBoard | None:
+        try:
+            board = self.repository.get(connection_board_id_for(account_id, day))
+        except AggregateNotFoundError:
+            return None
+        return board if isinstance(board, ConnectionBoard) and board.account_id == account_id else None
+
+    def _open_connections(self: CampusApplication, account_id: UUID) -> list[Connection]:
+        """The school's sessions still usable now: not ended, not expired, not revoked by a password
+        or status change, on the base their planning still has (today's and yesterday's boards)."""
+        now = self.now()
+        users: dict[UUID, DirectoryUser | None] = {}
+        plannings: dict[UUID, Planning | None] = {}
+        found: list[Connection] = []
+        for day in (now.date() - timedelta(days=1), now.date()):
+            board = self._board(account_id, day)
+            for session_id, entry in (board.connections.items() if board else ()):
+                if entry["ended"] or entry["expires_at"] <= now:
+                    continue
+                if entry["user_id"] not in users:
+                    users[entry["user_id"]] = self._maybe(DirectoryUser, entry["user_id"], account_id)
+                if entry["planning_id"] not in plannings:
+                    plannings[entry["planning_id"]] = self._maybe(Planning, entry["planning_id"], account_id)
+                user, planning = users[entry["user_id"]], plannings[entry["planning_id"]]
+                if user is None or planning is None or user.credentials_epoch != entry["credentials_epoch"]:
+                    continue
+                if planning.base_id != entry["base_id"]:
+                    continue
+                found.append(Connection(session_id, entry, user, planning, board))
+        return found
+
+    def _maybe(self: CampusApplication, cls: type, aggregate_id: UUID, account_id: UUID):  # noqa: ANN202
+        try:
+            return self._get(cls, aggregate_id, account_id, cls.__name__)
+        except NotFound:
+            return None
+
+    def _seats(self: CampusApplication, account_id: UUID, connections: list[Connection]) -> Seats:
+        account = self.get_account(account_id)
+        total = int(account.licence.get("modification_seats", 0))
+        # One seat per user and station: logging in again from the same station takes no second seat.
+        held = {(c.entry["user_id"], c.entry["station"]): c.entry["administrator"]
+                for c in connections if c.entry["access"] == Access.MODIFICATION}
+        admins = sum(1 for administrator in held.values() if administrator)
+        return Seats(total=total, reserved=min(account.administrator_seats, total),
+                     used_by_administrators=admins, used_by_others=len(held) - admins)
+
+    def _check_free_seat(self: CampusApplication, account_id: UUID, user: DirectoryUser, station: str | None,
+                         connections: list[Connection]) -> None:
+        """409 when no seat in modification is left for this user; consultation is always possible."""
+        if any(c.entry["access"] == Access.MODIFICATION and c.entry["user_id"] == user.id
+               and c.entry["station"] == station for c in connections):
+            return  # the user already holds a seat at this station
+        seats = self._seats(account_id, connections)
+        if (seats.free_for_administrators if user.is_administrative else seats.free) > 0:
+            return
+        if user.is_administrative or seats.reserved == 0 or seats.used >= seats.total:
+            detail = f"all {seats.total} modification seats of the licence are in use"
+        else:
+            detail = (f"no modification seat is free for {user.login!r}: {seats.used} of the licence's "
+                      f"{seats.total} are in use and {seats.reserved} are reserved for administrators")
+        raise Conflict(detail + "; log in with \"access\": \"consultation\", or ask an administrator to "
+                       "disconnect a connection in modification", code="no_free_seat")
+
+    def seats(self: CampusApplication, account_id: UUID) -> Seats:
+        with self._command(account_id):
+            return self._seats(account_id, self._open_connections(account_id))
+
+    def reserve_administrator_seats(self: CampusApplication, account_id: UUID, seats: int) -> Seats:
+        """Keep `seats` of the licence's seats in modification for administrators (0 to release)."""
+        def body() -> Seats:
+            account = self.get_account(account_id)
+            total = int(account.licence.get("modification_seats", 0))
+            if not 0 <= seats <= total:
+                raise Invalid.field("reserved_for_administrators",
+                                    f"must be between 0 and the licence's {total} seats in modification")
+            if seats != account.administrator_seats:
+                account.reserve_administrator_seats(seats=seats)
+                self.save(account)
+            return self._seats(account_id, self._open_connections(account_id))
+
+        return self._run(account_id, body)
+
+    def list_connections(self: CampusApplication, account_id: UUID, planning_id: UUID) -> ConnectionList:
+        """The planning's open connections, oldest first, with the school's seats."""
+        planning = self.get_planning(account_id, planning_id)
+        with self._command(account_id):
+            every = self._open_connections(account_id)
+            here = sorted((c for c in every if c.entry["planning_id"] == planning.id), key=lambda c: c.entry["since"])
+            names: dict[UUID, str] = {}
+            for base_id in {c.entry["base_id"] for c in here if c.entry["base_id"] is not None}:
+                names[base_id] = self.get_base(account_id, base_id).name
+            return ConnectionList(planning, here, self._seats(account_id, every), names)
+
+    def disconnect(self: CampusApplication, account_id: UUID, planning_id: UUID, connection_id: UUID) -> None:
+        """End another session at once (an event): its token gets 401 from its next request."""
+        def body() -> None:
+            planning = self.get_planning(account_id, planning_id)
+            found = [c for c in self._open_connections(account_id)
+                     if c.id == connection_id and c.entry["planning_id"] == planning.id]
+            if not found:
+                raise NotFound(f"no open connection {connection_id} on {planning.name!r}")
+            session: UserSession = self.repository.get(connection_id)
+            session.disconnect(by=current_context().actor)
+            board = found[0].board
+            board.end_connection(session_id=connection_id, reason="disconnected")
+            self.save(session, board)
+
+        self._run(account_id, body)
 
     def _account_for_controller_domain(self: CampusApplication, domain: str) -> UUID:
         label = domain.strip().lower()
@@ -163,6 +391,9 @@ class UserSessionUseCases:
             session = self.repository.get(user_session_id_for(token_digest(token)))
         except AggregateNotFoundError:
             raise invalid from None
+        if isinstance(session, UserSession) and session.disconnected_by:
+            raise Unauthenticated("this connection was ended by an administrator; log in again",
+                                  code="disconnected")
         if not isinstance(session, UserSession) or session.closed or session.expires_at <= self.now():
             raise invalid
         user = self._get(DirectoryUser, session.user_id, session.account_id, "user")
@@ -186,7 +417,12 @@ class UserSessionUseCases:
             session = self.repository.get(caller.session.id)
             if not session.closed:
                 session.close()
-                self.save(session)
+                board = self._board(session.account_id, session.created_on.date())
+                if board is not None and session.id in board.connections:
+                    board.end_connection(session_id=session.id, reason="logout")
+                    self.save(session, board)
+                else:  # a session opened before connections were tracked
+                    self.save(session)
 
         self._run(caller.session.account_id, body)
 
@@ -243,4 +479,4 @@ class UserSessionUseCases:
         return self._run(caller.session.account_id, body)
 
 
-__all__ = ["Mode", "UserCaller", "UserLogin", "UserSessionUseCases", "device_id_for", "user_id_for"]
+__all__ = ["Access", "ClientApplication", "Connection", "ConnectionList", "Mode", "Seats", "UserCaller", "UserLogin", "UserSessionUseCases", "device_id_for", "user_id_for"]

@@ -86,3 +86,111 @@ def sqlite_only_settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+# -- a real SMTP server (mail tests: tests/integration/test_mail.py, tests/e2e/test_mail_server.py) ---------
+class SmtpServer:
+    """A real local SMTP server (aiosmtpd) on a free port, keeping every message it accepts.
+
+    ``stop()`` then ``start()`` simulate an outage (same port). With `user` and
+    `password`, AUTH is required (over plain text: it is a local test server).
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, user: str | None = None, password: str | None = None) -> None:
+        import socket
+        import threading
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((self.host, 0))
+            self.port = sock.getsockname()[1]
+        self.user, self.password = user, password
+        self.received: list = []  # email.message.EmailMessage, in arrival order
+        self.envelopes: list[tuple[str, list[str]]] = []  # (MAIL FROM, RCPT TO) of each
+        self._lock = threading.Lock()
+        self._controller = None
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
+
+    def start(self) -> SmtpServer:
+        from aiosmtpd.controller import Controller
+
+        kwargs: dict = {}
+        if self.user:
+            kwargs.update(authenticator=self._authenticate, auth_required=True, auth_require_tls=False)
+        self._controller = Controller(self, hostname=self.host, port=self.port, **kwargs)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == self.user.encode()
+              and auth_data.password == self.password.encode())
+        return AuthResult(success=ok)
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802 - aiosmtpd's hook
+        import email
+        from email import policy
+
+        message = email.message_from_bytes(envelope.content, policy=policy.default)
+        with self._lock:
+            self.received.append(message)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+    def messages(self) -> list:
+        with self._lock:
+            return list(self.received)
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list:
+        """The messages received, once there are at least `count` (fails after `timeout` seconds)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.messages()
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        pytest.fail(f"the SMTP server received {len(self.messages())} message(s) in {timeout}s; expected {count}")
+
+    def env(self) -> dict[str, str]:
+        """The CAMPUS_SMTP_* settings of a `campus serve` that sends through this server."""
+        env = {"CAMPUS_SMTP_HOST": self.host, "CAMPUS_SMTP_PORT": str(self.port), "CAMPUS_SMTP_TLS": "none"}
+        if self.user:
+            env.update(CAMPUS_SMTP_USER=self.user, CAMPUS_SMTP_PASSWORD=self.password or "")
+        return env
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A running local SMTP server, stopped after the test."""
+    server = SmtpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_smtp_server() -> Iterator:
+    """Factory: ``make_smtp_server(user, password)`` starts a local SMTP server (AUTH required when
+    credentials are given); every server is stopped after the test."""
+    servers: list[SmtpServer] = []
+
+    def make(user: str | None = None, password: str | None = None) -> SmtpServer:
+        servers.append(SmtpServer(user, password).start())
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()

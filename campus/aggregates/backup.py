@@ -1,8 +1,9 @@
 """A save or an archive of a base (hosting guide fiches 6, 10, 12).
 
 The aggregate records that a file was taken (where, its SHA-256, its size, the
-base's state it holds: version, log position, counts) and, later, that
-retention discarded it. Retention deletes the file, never these events.
+base's state it holds: version, log position, counts), that a check found the
+file missing or damaged, and, later, that retention discarded it. Retention
+deletes the file, never these events.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class Backup(CampusAggregate):
     @event("Taken")
     def __init__(self, account_id: UUID, planning_id: UUID, base_id: UUID, kind: str, name: str,
                  taken_at: datetime, version: int, position: int, file: str, sha256: str, size: int,
-                 counts: dict, scheduled: bool = False) -> None:
+                 counts: dict, scheduled: bool = False, kept: bool = False) -> None:
         self.account_id = account_id
         self.planning_id = planning_id
         self.base_id = base_id
@@ -35,10 +36,19 @@ class Backup(CampusAggregate):
         self.size = size
         self.counts = dict(counts)
         self.scheduled = scheduled  # taken by the clock at a boundary (taken_at), not on request
+        self.kept = kept  # out of retention (the archive of a school year, kept for the next one)
         self.discarded = False
         self.discard_reason: str | None = None
+        self.damaged = False
+        self.damage: dict | None = None  # {"problem": code, "detail": what the check found}
 
     @event("Discarded")
     def discard(self, reason: str) -> None:
         self.discarded = True
         self.discard_reason = reason
+
+    @event("FoundDamaged")
+    def mark_damaged(self, problem: str, detail: str) -> None:
+        """A check (download, restore) found the file missing or not as it was written."""
+        self.damaged = True
+        self.damage = {"problem": problem, "detail": detail}

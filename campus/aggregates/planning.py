@@ -84,6 +84,12 @@ class Planning(CampusAggregate):
         if base_id not in self.base_ids:
             self.base_ids = (*self.base_ids, base_id)
 
+    @event("BaseAdded")
+    def add_base(self, base_id: UUID) -> None:
+        """`base_id` joins the planning's bases without becoming current (next school year's base)."""
+        if base_id not in self.base_ids:
+            self.base_ids = (*self.base_ids, base_id)
+
     @event("ServerStarted")
     def start_server(self) -> None:
         self.server_state = "in_service"
@@ -101,3 +107,64 @@ class Planning(CampusAggregate):
             if login in logins:
                 return profile
         return None
+
+    # -- publication of the web spaces (hosting guide fiches 8 and 9, Campus fiche 9) ------------------
+    # Streams recorded before these events existed replay without them: `publication` falls back to
+    # "nothing configured", and campus/publication.py supplies every default (they depend on the edition).
+    # Each method assigns a new dict, never changing the previous one in place.
+
+    @property
+    def publication(self) -> dict:
+        """What the manager configured: spaces (switches), public_url, common_page (header),
+        delegations (by id) and space_delegations (by space); absent keys mean the defaults."""
+        return self.__dict__.get("_publication") or {
+            "spaces": {}, "public_url": None, "common_page": {}, "delegations": {}, "space_delegations": {}}
+
+    def _configure(self, **parts: dict | str | None) -> None:
+        self._publication = {**self.publication, **parts}
+
+    @event("Published")
+    def publish(self, cause: str) -> None:
+        """`cause`: "manager" (asked for), or "server_started" (automatic when the server goes in service)."""
+        self.publication_state = "published"
+
+    @event("PublicationStopped")
+    def stop_publication(self) -> None:
+        self.publication_state = "stopped"
+
+    @event("PublicationSettingsChanged")
+    def change_publication_settings(self, changes: dict) -> None:
+        """`changes` holds only what changed: spaces {space: bool}, public_url, common_page {field: value}."""
+        current = self.publication
+        self._configure(
+            spaces={**current["spaces"], **changes.get("spaces", {})},
+            public_url=changes["public_url"] if "public_url" in changes else current["public_url"],
+            common_page={**current["common_page"], **changes.get("common_page", {})},
+        )
+
+    @event("DelegationAdded")
+    def add_delegation(self, delegation_id: str, name: str, protocol: str, urls: dict) -> None:
+        delegation = {"name": name, "protocol": protocol, "urls": dict(urls), "active": False}
+        self._configure(delegations={**self.publication["delegations"], delegation_id: delegation})
+
+    @event("DelegationActivated")
+    def activate_delegation(self, delegation_id: str) -> None:
+        self._set_delegation_active(delegation_id, True)
+
+    @event("DelegationDeactivated")
+    def deactivate_delegation(self, delegation_id: str) -> None:
+        self._set_delegation_active(delegation_id, False)
+
+    def _set_delegation_active(self, delegation_id: str, active: bool) -> None:
+        delegations = dict(self.publication["delegations"])
+        delegations[delegation_id] = {**delegations[delegation_id], "active": active}
+        self._configure(delegations=delegations)
+
+    @event("DelegationRemoved")
+    def remove_delegation(self, delegation_id: str) -> None:
+        self._configure(delegations={k: v for k, v in self.publication["delegations"].items() if k != delegation_id})
+
+    @event("SpaceDelegationsSet")
+    def set_space_delegations(self, spaces: dict) -> None:
+        """The whole choice: {space: {"delegation_id": id or None, "allow_direct": bool}}."""
+        self._configure(space_delegations={k: dict(v) for k, v in spaces.items()})

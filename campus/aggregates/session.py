@@ -7,7 +7,7 @@ stored can be turned back into a token.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 from eventsourcing.domain import event
@@ -48,7 +48,12 @@ def user_session_id_for(token_digest: str) -> UUID:
 
 
 class UserSession(CampusAggregate):
-    """A directory user's connection to one planning, in one mode (Campus fiche 7)."""
+    """A directory user's connection to one planning, in one mode (Campus fiche 7).
+
+    Hosting guide fiche 11 lists it as a connection: station, application,
+    access (modification takes a licence seat, consultation does not), mode,
+    user, base. An administrator may disconnect it: the token stops at once.
+    """
 
     @staticmethod
     def create_id(token_digest: str) -> UUID:
@@ -68,9 +73,16 @@ class UserSession(CampusAggregate):
         recognised_device: bool,
         expires_at: datetime,
         credentials_epoch: int,
+        station: str | None = None,
+        application: str = "client",
+        access: str = "modification",
     ) -> None:
         self.account_id = account_id
         self.user_id = user_id
+        self.station = station
+        self.application = application
+        self.access = access
+        self.disconnected_by: str | None = None
         self.login = login
         self.planning_id = planning_id
         self.base_id = base_id
@@ -84,3 +96,48 @@ class UserSession(CampusAggregate):
     @event("Closed")
     def close(self) -> None:
         self.closed = True
+
+    @event("Disconnected")
+    def disconnect(self, by: str) -> None:
+        """Ended by an administrator (hosting guide fiche 11), not by its user."""
+        self.closed = True
+        self.disconnected_by = by
+
+
+def connection_board_id_for(account_id: UUID, day: date) -> UUID:
+    return natural_id("connection-board", account_id, day.isoformat())
+
+
+class ConnectionBoard(CampusAggregate):
+    """The directory-user sessions of one school opened on one day (UTC): the index of its live
+    connections and of the licence seats they hold.
+
+    A session lasts less than a day, so the open ones are on today's board or
+    yesterday's: listing them, or counting the seats in modification, reads two
+    small aggregates instead of every session ever opened. Every login of the
+    school appends to today's board, so two logins in two processes conflict on
+    its version and the loser is re-run, seeing the seat the winner took.
+    The truth about one session stays its UserSession (the token is checked there).
+    """
+
+    @staticmethod
+    def create_id(account_id: UUID, day: date) -> UUID:
+        return connection_board_id_for(account_id, day)
+
+    @event("Started")
+    def __init__(self, account_id: UUID, day: date) -> None:
+        self.account_id = account_id
+        self.day = day
+        self.connections: dict[UUID, dict] = {}
+
+    @event("ConnectionOpened")
+    def open_connection(self, session_id: UUID, connection: dict) -> None:
+        """`connection`: login, user_id, administrator, planning_id, base_id, station, application,
+        access, mode, since, expires_at, credentials_epoch, client_address."""
+        self.connections[session_id] = {**connection, "ended": None}
+
+    @event("ConnectionEnded")
+    def end_connection(self, session_id: UUID, reason: str) -> None:
+        """`reason`: logout or disconnected."""
+        if session_id in self.connections:
+            self.connections[session_id] = {**self.connections[session_id], "ended": reason}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -11,6 +12,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from campus.api import backups, exchange, me, school  # noqa: F401 - they register their routes on `api`
+from campus.api import account, school_year  # noqa: F401 - the account page, the school-year change
+from campus.api import publication  # noqa: F401 - registers the publication routes on `api`
+from campus.api import connections, security  # noqa: F401 - fiche 11: connections, seats, suspended addresses
+from campus.api import mail  # noqa: F401 - Campus fiches 10-11: mail accounts, connection details, outbox
 from campus.api.handlers import api
 from campus.api.middleware import RequestContextMiddleware
 from campus.api.openapi import campus_version
@@ -29,6 +34,33 @@ def _warm_up(app_service: CampusApplication, stop: threading.Event) -> None:
         log.warning("warm_up_failed", exc_info=True)
 
 
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Set `stop` as soon as the server is asked to stop (SIGTERM, SIGINT), then run its own handler.
+
+    uvicorn lets open responses end before it runs the lifespan's shutdown, and a live
+    history stream ends only when it sees `stop`: waiting for the lifespan would hold the
+    shutdown for the whole graceful timeout. Chains onto the handler the server installed
+    (main thread only: in-process test clients run the lifespan elsewhere). Returns the undo.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    chained = {sig: previous for sig, previous in handlers.items() if callable(previous)}
+
+    def handler(sig: int, frame: object) -> None:
+        stop.set()
+        chained[sig](sig, frame)
+
+    for sig in chained:
+        signal.signal(sig, handler)
+
+    def undo() -> None:
+        for sig, previous in chained.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, previous)
+    return undo
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None,
                application: CampusApplication | None = None) -> Starlette:
     """Build the ASGI app. The eventsourcing application is built here unless given."""
@@ -36,22 +68,28 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app_service.history.catch_up()
+        app_service.clean_snapshots()  # interrupted writes and orphan files of a crash
         stop = threading.Event()
+        restore_signals = _stop_on_signals(stop)  # open history streams end at once, not after the timeout
         follower = app_service.history.follow(stop)
+        timeline_follower = app_service.timeline.follow(stop)
         scheduler = app_service.start_backup_scheduler(stop)
+        year_scheduler = app_service.start_year_scheduler(stop)
+        mail_sender = app_service.start_mail_sender(stop)
         warm_up = threading.Thread(target=_warm_up, args=(app_service, stop), name="campus-warm-up", daemon=True)
         warm_up.start()
         log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version())
         yield
         stop.set()
+        restore_signals()
         # Background threads end before the store closes (never log or query after shutdown).
-        for thread in (follower, scheduler, warm_up):
+        for thread in (follower, timeline_follower, scheduler, year_scheduler, warm_up, mail_sender):
             thread.join(timeout=10)
         app_service.close()
 
     app = Starlette(
         routes=api.starlette_routes(app_service),
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[Middleware(RequestContextMiddleware, trusted_proxies=settings.trusted_proxies)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

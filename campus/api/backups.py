@@ -21,7 +21,9 @@ class NewBackup(s.Strict):
     kind: Literal["save"] = Field(default="save", description="saves are taken on request; archives every day")
 
 
-def backup_view(backup: Backup) -> dict[str, Any]:
+def backup_view(backup: Backup, status: tuple[str, str | None] = ("ok", None)) -> dict[str, Any]:
+    """A backup as listed; `status` is "ok", "damaged" (a check found its file altered) or
+    "missing" (no file), with the problem's code."""
     return {
         "id": str(backup.id),
         "kind": backup.kind,
@@ -32,7 +34,10 @@ def backup_view(backup: Backup) -> dict[str, Any]:
         "size": backup.size,
         "counts": backup.counts,
         "scheduled": backup.scheduled,
+        "kept": backup.kept,  # a school-year archive: out of the 12/30 retention
         "base_id": str(backup.base_id),
+        "status": status[0],
+        "problem": status[1],
     }
 
 
@@ -42,8 +47,10 @@ def _planning_id(call: Call) -> UUID:
 
 @api.get("/v1/console/plannings/{planning_id}/backups", auth=Auth.CONSOLE_OR_ADMIN, tag="backups")
 def list_backups(call: Call) -> dict:
-    """The saves and archives of the planning's current base, newest first (discarded ones are not listed)."""
-    return {"backups": [backup_view(b) for b in call.app.list_backups(call.account_id, _planning_id(call))]}
+    """The saves and archives of the planning's current base, newest first (discarded ones are not listed);
+    each with its `status`: "ok", "damaged" or "missing"."""
+    return {"backups": [backup_view(b, call.app.backup_status(b))
+                        for b in call.app.list_backups(call.account_id, _planning_id(call))]}
 
 
 @api.post("/v1/console/plannings/{planning_id}/backups", auth=Auth.CONSOLE_OR_ADMIN, body=NewBackup, status=201,
@@ -58,9 +65,10 @@ def take_backup(call: Call, body: NewBackup) -> Reply:
 @api.get("/v1/console/plannings/{planning_id}/backups/{backup_id}/download", auth=Auth.CONSOLE_OR_ADMIN,
          tag="backups")
 def download_backup(call: Call) -> Response:
-    """The backup's campus-base file (loads anywhere); its SHA-256 is checked before it is sent."""
+    """The backup's campus-base file (loads anywhere); its SHA-256 is checked before it is sent
+    (410 missing, 409 altered: the backup is then marked damaged)."""
     backup = call.app.get_backup(call.account_id, _planning_id(call), _uuid(call.path["backup_id"], "backup"))
-    path = call.app.verified_backup_path(backup)
+    path = call.app.trusted_backup_path(backup)
     return FileResponse(path, media_type=MEDIA_TYPE, headers={
         "Content-Disposition": attachment(backup_filename(backup)),
         "ETag": f'"{backup.sha256}"',

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from uuid import UUID
 
+from starlette.responses import Response
+
 from campus.aggregates.planning import Profile
 from campus.api import schemas as s
+from campus.api.history_stream import MEDIA_TYPE, history_stream, last_event_id
 from campus.api.openapi import openapi_bytes
 from campus.api.routing import Api, Auth, Call, Reply, encode_json
 from campus.api.views import account_view, controller_view, planning_view, user_view
@@ -91,13 +94,6 @@ def accept_licence_agreement(call: Call) -> dict:
     return {"accepted": True, "accepted_at": account.licence_accepted_at}
 
 
-@api.get("/v1/console/account", auth=Auth.CONSOLE, tag="console")
-def get_account(call: Call) -> Reply:
-    """The hosting account: establishment, manager, licence."""
-    account = call.app.get_account(call.account_id)
-    return Reply(account_view(account), etag=account.etag)
-
-
 # -- controller -------------------------------------------------------------------
 @api.get("/v1/console/controller", auth=Auth.CONSOLE, response=s.ControllerOut, tag="controller")
 def get_controller(call: Call) -> Reply:
@@ -135,10 +131,15 @@ def list_plannings(call: Call) -> dict:
     return {"plannings": [planning_view(p) for p in call.app.list_plannings(call.account_id)]}
 
 
-@api.get("/v1/console/plannings/{planning_id}", auth=Auth.CONSOLE, response=s.PlanningOut, tag="plannings")
+@api.get("/v1/console/plannings/{planning_id}", auth=Auth.CONSOLE, query=s.AsOf, response=s.PlanningOut,
+         tag="plannings")
 def get_planning(call: Call) -> Reply:
-    """One planning."""
-    planning = call.app.get_planning(call.account_id, _uuid(call.path["planning_id"], "planning"))
+    """One planning — now, or `as_of` an instant (with the log `position` used)."""
+    planning_id = _uuid(call.path["planning_id"], "planning")
+    if call.query.as_of is not None:
+        past, position = call.app.planning_as_of(call.account_id, planning_id, call.query.as_of)
+        return Reply({**planning_view(past), "as_of": call.query.as_of, "position": position})
+    planning = call.app.get_planning(call.account_id, planning_id)
     return Reply(planning_view(planning), etag=planning.etag)
 
 
@@ -258,7 +259,8 @@ def _history_query(call: Call, limit: int) -> HistoryQuery:
     return HistoryQuery(
         tenant=str(call.account_id), types=tuple(t.strip() for t in (q.type or "").split(",") if t.strip()),
         actor=q.actor, aggregate_id=str(q.aggregate_id) if q.aggregate_id else None, since=q.since,
-        until=q.until, after=q.after, limit=limit)
+        until=q.until, after=q.after, limit=limit, planning_id=str(q.planning_id) if q.planning_id else None,
+        base_id=str(q.base_id) if q.base_id else None)
 
 
 @api.get("/v1/console/history", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history")
@@ -269,7 +271,8 @@ def history(call: Call) -> dict:
     return {"events": events, "next": next_position}
 
 
-@api.get("/v1/console/history/export", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history")
+@api.get("/v1/console/history/export", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history",
+         produces="application/x-ndjson")
 def export_history(call: Call) -> Reply:
     """The filtered history as JSON lines (one event per line), all pages at once; `limit` is ignored."""
     query, lines = _history_query(call, call.app.settings.history_page_max), []
@@ -281,3 +284,14 @@ def export_history(call: Call) -> Reply:
         query = replace(query, after=next_position)
     return Reply(b"".join(line + b"\n" for line in lines), media_type="application/x-ndjson",
                  headers={"Content-Disposition": 'attachment; filename="history.jsonl"'})
+
+
+@api.get("/v1/console/history/stream", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history",
+         produces=MEDIA_TYPE)
+def stream_history(call: Call) -> Response:
+    """Follow the filtered history live (Server-Sent Events), resuming after Last-Event-ID (else `after`)."""
+    query = _history_query(call, call.app.settings.history_page_max)
+    resume = last_event_id(call.headers)
+    if resume is not None:
+        query = replace(query, after=resume)
+    return history_stream(call.app, query, call.token or "")

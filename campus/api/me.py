@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
 from campus.aggregates.user import DirectoryUser, SecurityMeasure
 from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
-from campus.user_sessions import Mode
+from campus.user_sessions import Access, ClientApplication, Mode
+
+Station = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
+                                           pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class OpenUserSession(s.OpenUserSession):
+    """The login body, with what the connections list shows (hosting guide fiche 11)."""
+
+    station: Station | None = Field(
+        default=None, description='the name of the connecting station, e.g. "Poste 1" (default: the client address)')
+    application: Literal["client", "web", "mobile"] = Field(
+        default="client", description="what connects: the PRONOTE client, a web space, the mobile application")
+    access: Literal["modification", "consultation"] | None = Field(
+        default=None, description="modification takes one of the licence's seats; consultation only reads. "
+        "Default: modification if the profile allows it (the login window's Consultation box unticked), "
+        "else consultation")
 
 
 def me_view(user: DirectoryUser) -> dict:
@@ -21,18 +41,22 @@ def me_view(user: DirectoryUser) -> dict:
     }
 
 
-@api.post("/v1/sessions", auth=Auth.NONE, body=s.OpenUserSession, status=201, tag="sessions")
-def open_session(call: Call, body: s.OpenUserSession) -> Reply:
+@api.post("/v1/sessions", auth=Auth.NONE, body=OpenUserSession, status=201, tag="sessions")
+def open_session(call: Call, body: OpenUserSession) -> Reply:
     """Log in to a planning in a mode with the controller's domain, login and password (Campus fiche 7)."""
     login = call.app.open_user_session(domain=body.domain, login=body.login, password=body.password,
                                        planning=body.planning, mode=Mode(body.mode), device=body.device,
-                                       pin=body.pin)
+                                       pin=body.pin, station=body.station,
+                                       application=ClientApplication(body.application),
+                                       access=Access(body.access) if body.access else None)
     return Reply({
         "token": login.token,
+        "connection_id": str(login.session.id),
         "expires_at": login.session.expires_at,
         "planning": {"id": str(login.planning.id), "name": login.planning.name,
                      "publication_name": login.planning.publication_name},
         "mode": body.mode,
+        "access": login.session.access,
         "profile": login.profile,
         "recognised_device": login.session.recognised_device,
         "security_setup_required": login.user.security_measure is None,
@@ -50,7 +74,8 @@ def me(call: Call) -> dict:
     """Who I am, on which planning, with which profile; my security measure and recognised devices."""
     caller = call.user
     return {**me_view(caller.user), "planning": {"id": str(caller.planning.id), "name": caller.planning.name},
-            "profile": caller.profile, "mode": caller.session.mode}
+            "profile": caller.profile, "mode": caller.session.mode, "access": caller.session.access,
+            "connection_id": str(caller.session.id)}
 
 
 @api.put("/v1/me/security", auth=Auth.USER, body=s.SecurityChoice, tag="sessions")

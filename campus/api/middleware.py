@@ -1,17 +1,24 @@
 """Pure-ASGI middleware: request context and the canonical log line.
 
 For each HTTP request it sets the request id (the client's ``X-Request-ID`` when
-it is a sane token, else a new one), the client address (from the socket), and
-the default actor ``anonymous`` in :mod:`campus.context`, echoes the request id
-in the response, and writes one log line when the response is complete. The log
-line never holds a body, a query string or a header value other than the id.
+it is a sane token, else a new one), the client address, and the default actor
+``anonymous`` in :mod:`campus.context`, echoes the request id in the response,
+and writes one log line when the response is complete. The log line never holds
+a body, a query string or a header value other than the id.
+
+The client address is the socket's peer, unless that peer is one of the trusted
+proxies (``CAMPUS_TRUSTED_PROXIES``): then it is the right-most address of
+``X-Forwarded-For`` that is not itself a trusted proxy. Everything left of it was
+written by the client and is never believed (see :func:`client_address`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -23,9 +30,60 @@ log = structlog.get_logger("campus.access")
 SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(proxies: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def normalise_address(text: str | None) -> str | None:
+    """An IP address in its canonical text (IPv4-mapped IPv6 as IPv4); other peers as given."""
+    if not text:
+        return None
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+def _is_trusted(text: str | None, trusted: Sequence[Network]) -> bool:
+    if not text or not trusted:
+        return False
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str | None:
+    """Who the client is: the socket's peer, or, behind trusted proxies, the right-most untrusted
+    hop of X-Forwarded-For. A hop that is not an IP address stops the walk: the last trusted
+    proxy's address is used (a proxy writes only addresses, so it is the client's forgery)."""
+    current = normalise_address(peer)
+    if not _is_trusted(current, trusted):
+        return current
+    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        address = normalise_address(hop)
+        try:
+            ipaddress.ip_address(address or "")
+        except ValueError:
+            return current
+        current = address
+        if not _is_trusted(current, trusted):
+            return current
+    return current
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: Iterable[str] = ()) -> None:
         self.app = app
+        self.trusted = trusted_networks(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,7 +93,8 @@ class RequestContextMiddleware:
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and SANE_ID.match(incoming) else uuid.uuid4().hex
         client = scope.get("client")
-        address = client[0] if client else None
+        forwarded = _headers(scope, b"x-forwarded-for") if self.trusted else []
+        address = client_address(client[0] if client else None, forwarded, self.trusted)
         scope.setdefault("state", {})
         token = set_context(RequestContext(actor="anonymous", request_id=request_id, client_address=address))
         status = 500
@@ -65,6 +124,10 @@ class RequestContextMiddleware:
             )
 
 
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
@@ -75,4 +138,4 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-__all__: list[Any] = ["RequestContextMiddleware"]
+__all__: list[Any] = ["RequestContextMiddleware", "client_address", "normalise_address", "trusted_networks"]

@@ -80,6 +80,8 @@ def openapi_document(api: Api, version: str) -> dict[str, Any]:
         ok: dict[str, Any] = {"description": "success"}
         if ep.response is not None:
             ok["content"] = {"application/json": {"schema": _schema(ep.response, components, "serialization")}}
+        if ep.produces is not None:
+            ok["content"] = {ep.produces: {"schema": {"type": "string"}}}
         op["responses"][str(ep.status)] = ok
         errors = {"400": "malformed request", "422": "invalid values"} if ep.body or ep.query else {}
         if ep.auth is not Auth.NONE:

@@ -44,8 +44,9 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict]:
 
 
 def from_campus_error(exc: CampusError) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return problem(exc.status, exc.detail, errors=exc.errors, code=exc.code, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    headers.update(getattr(exc, "headers", None) or {})  # e.g. Retry-After of a 429
+    return problem(exc.status, exc.detail, errors=exc.errors, code=exc.code, headers=headers or None)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

@@ -108,6 +108,9 @@ class Endpoint:
     # (removed after the handler); `cap` gives its limit (default Settings.max_body_bytes).
     raw: Literal["bytes", "file"] | None = None
     cap: Callable[[Any], int] | None = None
+    # The media type of a success that is not JSON (the handler returns a Response, e.g. a
+    # StreamingResponse of "text/event-stream"); documented as such in /openapi.json.
+    produces: str | None = None
 
     @property
     def path_params(self) -> list[str]:
@@ -133,11 +136,11 @@ class Api:
     def route(self, method: str, path: str, *, auth: Auth, body: type[BaseModel] | None = None,
               query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
               status: int = 200, tag: str = "", raw: Literal["bytes", "file"] | None = None,
-              cap: Callable[[Any], int] | None = None) -> Callable[[Callable], Callable]:
+              cap: Callable[[Any], int] | None = None, produces: str | None = None) -> Callable[[Callable], Callable]:
         def register(handler: Callable) -> Callable:
             summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
             self.endpoints.append(Endpoint(method, path, handler, auth, body, query, response, status, summary, tag,
-                                           raw, cap))
+                                           raw, cap, produces))
             return handler
         return register
 
@@ -323,7 +326,7 @@ def _user_for_path(application: CampusApplication, token: str, call: Call, servi
 
 
 def _encode(ep: Endpoint, result: Any) -> Response:
-    if isinstance(result, Response):  # a streamed answer (an export)
+    if isinstance(result, Response):  # a streamed answer (an export, the live history)
         return result
     reply = result if isinstance(result, Reply) else Reply(body=result)
     status = reply.status or ep.status

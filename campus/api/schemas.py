@@ -205,10 +205,15 @@ class HistoryParams(Strict):
     type: NoControl | None = Field(default=None, description="event types, comma-separated, e.g. Planning.DomainBound")
     actor: NoControl | None = None
     aggregate_id: UUID | None = None
+    planning_id: UUID | None = Field(default=None, description=(
+        "events of that planning: its own, its bases', their saves' and archives', the user sessions opened on it"))
+    base_id: UUID | None = Field(default=None, description=(
+        "events of that base: its own, its mounting, its saves' and archives', the user sessions opened on it"))
     since: AwareDatetime | None = Field(default=None, description="ISO 8601 instant with offset, inclusive")
     until: AwareDatetime | None = Field(default=None, description="ISO 8601 instant with offset, inclusive")
-    after: int | None = Field(default=None, ge=0, le=2**63 - 1, description="a position: events after it")
-    limit: int = Field(default=100, ge=1, le=500)
+    after: int | None = Field(default=None, ge=0, le=2**63 - 1, description=(
+        "a position: events after it (the stream prefers the Last-Event-ID header)"))
+    limit: int = Field(default=100, ge=1, le=500, description="page size of the list; the export and stream ignore it")
 
     _in_range = field_validator("since", "until")(_utc_in_range)
 
@@ -292,6 +297,8 @@ class Restore(Strict):
     as_of: AwareDatetime | None = Field(default=None, description="the instant to go back to (last 30 days)")
     backup_id: str | None = Field(default=None, description="a save or an archive (coming with saves and archives)")
     confirm: bool = Field(default=False, description="must be true: the restore replaces the base's current state")
+    kinds: list[str] | None = Field(
+        default=None, description="only these record kinds are brought back; the rest of the base stays as it is")
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
 
     _in_range = field_validator("as_of")(_utc_in_range)

@@ -123,18 +123,19 @@ def restore(call: Call, body: s.Restore) -> Reply:
     if body.backup_id is not None:
         if body.as_of is not None:
             raise Invalid.field("as_of", "give either backup_id or as_of, not both")
-        base, at, backup = call.app.restore_from_backup(call.account_id, _planning_id(call),
-                                                        _uuid(body.backup_id, "backup"), confirm=body.confirm,
-                                                        reason=body.reason)
-        return Reply({"base": base_view(base), "restored_to": backup.taken_at, "restored_at": at,
-                      "backup_id": str(backup.id), "undo": {"as_of": at - timedelta(microseconds=1)}},
-                     etag=base.etag)
+        done = call.app.restore_from_backup(call.account_id, _planning_id(call), _uuid(body.backup_id, "backup"),
+                                            confirm=body.confirm, reason=body.reason, kinds=body.kinds)
+        return Reply({"base": base_view(done.base), "restored_to": done.backup.taken_at,
+                      "restored_at": done.restored_at, "backup_id": str(done.backup.id), "source": done.source,
+                      "warning": done.warning, "kinds": body.kinds,
+                      "undo": {"as_of": done.restored_at - timedelta(microseconds=1)}},
+                     etag=done.base.etag)
     if body.as_of is None:
         raise Invalid.field("as_of", "give the instant to restore to, or a backup_id")
     base, at = call.app.restore_base(call.account_id, _planning_id(call), as_of=body.as_of, confirm=body.confirm,
-                                     reason=body.reason)
-    return Reply({"base": base_view(base), "restored_to": body.as_of, "restored_at": at,
-                  "undo": {"as_of": at - timedelta(microseconds=1)}}, etag=base.etag)
+                                     reason=body.reason, kinds=body.kinds)
+    return Reply({"base": base_view(base), "restored_to": body.as_of, "restored_at": at, "source": "event_log",
+                  "kinds": body.kinds, "undo": {"as_of": at - timedelta(microseconds=1)}}, etag=base.etag)
 
 
 @api.get("/v1/console/plannings/{planning_id}/base/diff", auth=Auth.CONSOLE_OR_ADMIN, query=s.Diff,

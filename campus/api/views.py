@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from campus.account_page import contact_of
 from campus.aggregates.account import HostingAccount
 from campus.aggregates.controller import Controller
 from campus.aggregates.planning import Planning
@@ -11,12 +12,18 @@ from campus.aggregates.user import DirectoryUser
 
 
 def account_view(a: HostingAccount) -> dict[str, Any]:
+    """The account page: the contract (read-only for the manager: client reference, hosting
+    number, licence expiry, seats, formula, options) and what he edits (contact details,
+    notifications, version-change choice). Accounts opened before those existed get defaults."""
     return {
         "hosting_number": a.hosting_number,
+        "client_reference": a.client_reference,
         "establishment": a.establishment,
         "edition": a.edition,
-        "manager": a.manager,
         "licence": {**a.licence, "options": list(a.licence.get("options", ()))},
+        "manager": contact_of(a),
+        "notifications": a.notifications,
+        "version_change": a.version_change,
         "licence_accepted_at": a.licence_accepted_at,
         "certificates": len(a.certificate_digests),
         "plannings": [str(p) for p in a.planning_ids],

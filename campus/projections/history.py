@@ -8,11 +8,17 @@ database as the events (SQLite file or PostgreSQL schema):
   redacted; indexed for the filters of ``GET /v1/console/history``.
 * ``campus_catalogue``: which aggregates of which type each tenant has (lists of
   users, for instance, are read from here).
+* ``campus_history_scope``: the planning and base each aggregate belongs to, as
+  its first event said (``Base.Created`` names its planning, later base events do
+  not): the projector reads it to fill the ``planning_id`` and ``base_id`` of
+  every history row.
 
 Rows are written in the same transaction as the tracking position, so the view
 never skips or repeats an event. Readers call :meth:`HistoryView.catch_up` first,
 which makes every read consistent with every write that preceded it. The view
-can be dropped and rebuilt from the events at any time.
+can be dropped and rebuilt from the events at any time: when its table layout
+changes, :data:`SCHEMA_VERSION` changes and the tables are dropped and projected
+again from the first event (see docs/HISTORY.md).
 """
 
 from __future__ import annotations
@@ -28,14 +34,23 @@ from uuid import UUID
 import orjson
 import structlog
 
+from campus.background import run_every
+
 from campus.redaction import redact
 
 if TYPE_CHECKING:
     from eventsourcing.application import Application
 
 BATCH = 500
+# The layout of the view's tables. Change it with the tables: a database whose view was
+# built under another version gets its view dropped and rebuilt from the events.
+# 1: the first layout (no version row); 2: planning_id and base_id, the scope table.
+SCHEMA_VERSION = 2
+SCOPE_LOOKUP_CHUNK = 400  # ids per IN (...) list, under every SQLite's variable limit
 log = structlog.get_logger("campus.history")
 _HIDDEN_FIELDS = ("originator_id", "originator_version", "timestamp", "meta", "originator_topic")
+_EVENT_COLUMNS = ("position, timestamp, type, aggregate_id, aggregate_type, version, actor, request_id,"
+                  " client_address, reason, data")
 
 
 def _json_default(value: Any) -> Any:
@@ -67,6 +82,9 @@ class HistoryQuery:
     until: datetime | None = None
     after: int | None = None
     limit: int = 100
+    # Events of that planning (its own, its bases', their backups', sessions opened on it) / that base.
+    planning_id: str | None = None
+    base_id: str | None = None
 
 
 class HistoryView:
@@ -79,7 +97,11 @@ class HistoryView:
         self.t_history = f"{prefix}campus_history"
         self.t_catalogue = f"{prefix}campus_catalogue"
         self.t_tracking = f"{prefix}campus_view_tracking"
+        self.t_scope = f"{prefix}campus_history_scope"
+        self.t_schema = f"{prefix}campus_view_schema"
         self._lock = threading.Lock()
+        # Set when the server is asked to stop (see `follow`): live readers of the view end.
+        self.stopping = threading.Event()
         self._create_tables()
 
     # -- SQL plumbing -----------------------------------------------------
@@ -87,24 +109,56 @@ class HistoryView:
         return statement.replace("?", "%s") if self.is_postgres else statement
 
     def _create_tables(self) -> None:
+        """Create the view's tables; drop and recreate them first if they have another layout.
+
+        Runs in one transaction. On PostgreSQL an advisory lock (per schema) keeps two
+        servers starting together from rebuilding at the same time.
+        """
         big = "BIGINT" if self.is_postgres else "INTEGER"
-        statements = [
+        with self.datastore.transaction(commit=True) as curs:
+            if self.is_postgres:
+                curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.t_schema,))
+            curs.execute(f"CREATE TABLE IF NOT EXISTS {self.t_tracking}"
+                         f" (name TEXT PRIMARY KEY, position {big} NOT NULL)")
+            curs.execute(f"CREATE TABLE IF NOT EXISTS {self.t_schema}"
+                         " (name TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+            curs.execute(self._sql(f"SELECT version FROM {self.t_schema} WHERE name = ?"), ("history",))
+            row = curs.fetchone()
+            if row is None or int(row["version"]) != SCHEMA_VERSION:
+                self._drop_tables(curs, None if row is None else int(row["version"]))
+            for statement in self._table_statements(big):
+                curs.execute(statement)
+
+    def _drop_tables(self, curs: Any, found: int | None) -> None:
+        """Forget the projected view (its rows and its position): the next catch-up rebuilds it."""
+        projected = self._position(curs)
+        if projected:
+            log.info("history_view_rebuild", from_version=found or 1, to_version=SCHEMA_VERSION, events=projected)
+        for table in (self.t_history, self.t_catalogue, self.t_scope):
+            curs.execute(f"DROP TABLE IF EXISTS {table}")
+        curs.execute(self._sql(f"DELETE FROM {self.t_tracking} WHERE name = ?"), ("history",))
+        curs.execute(self._sql(
+            f"INSERT INTO {self.t_schema} (name, version) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET version = excluded.version"), ("history", SCHEMA_VERSION))
+
+    def _table_statements(self, big: str) -> list[str]:
+        return [
             f"CREATE TABLE IF NOT EXISTS {self.t_history} ("
             f" position {big} PRIMARY KEY, tenant TEXT, aggregate_id TEXT NOT NULL,"
             " aggregate_type TEXT NOT NULL, type TEXT NOT NULL, version INTEGER NOT NULL,"
             " actor TEXT, request_id TEXT, client_address TEXT, reason TEXT,"
-            " timestamp TEXT NOT NULL, data TEXT NOT NULL)",
+            " timestamp TEXT NOT NULL, data TEXT NOT NULL, planning_id TEXT, base_id TEXT)",
             f"CREATE INDEX IF NOT EXISTS campus_history_tenant ON {self.t_history} (tenant, position)",
             f"CREATE INDEX IF NOT EXISTS campus_history_aggregate ON {self.t_history} (aggregate_id, position)",
+            f"CREATE INDEX IF NOT EXISTS campus_history_planning ON {self.t_history} (tenant, planning_id, position)",
+            f"CREATE INDEX IF NOT EXISTS campus_history_base ON {self.t_history} (tenant, base_id, position)",
             f"CREATE TABLE IF NOT EXISTS {self.t_catalogue} ("
             " aggregate_id TEXT PRIMARY KEY, tenant TEXT, aggregate_type TEXT NOT NULL,"
             f" position {big} NOT NULL)",
             f"CREATE INDEX IF NOT EXISTS campus_catalogue_tenant ON {self.t_catalogue} (tenant, aggregate_type)",
-            f"CREATE TABLE IF NOT EXISTS {self.t_tracking} (name TEXT PRIMARY KEY, position {big} NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.t_scope}"
+            " (aggregate_id TEXT PRIMARY KEY, planning_id TEXT, base_id TEXT)",
         ]
-        with self.datastore.transaction(commit=True) as curs:
-            for statement in statements:
-                curs.execute(statement)
 
     def _position(self, curs: Any) -> int:
         curs.execute(self._sql(f"SELECT position FROM {self.t_tracking} WHERE name = ?"), ("history",))
@@ -130,32 +184,30 @@ class HistoryView:
                 self._project(notifications)
 
     def follow(self, stop: threading.Event, interval: float = 0.5) -> threading.Thread:
-        """Keep the view caught up in the background until `stop` is set."""
+        """Keep the view caught up in the background until `stop` is set.
 
-        def run() -> None:
-            while not stop.wait(interval):
-                try:
-                    self.catch_up()
-                except Exception:  # noqa: BLE001 - a reader's catch_up will retry and report
-                    log.warning("history_follow_failed", exc_info=True)
+        `stop` also becomes :attr:`stopping`: the live streams of the history follow
+        the view too, and end when it is set (the server is stopping).
+        """
+        self.stopping = stop
 
-        thread = threading.Thread(target=run, name="campus-history-follower", daemon=True)
-        thread.start()
-        return thread
+        return run_every(interval, self.catch_up, stop, "history-follower")
 
     def _project(self, notifications: list) -> None:
         rows, catalogue = [], []
-        for n in notifications:
-            event = self.app.mapper.to_domain_event(n)
+        decoded = [(n, self.app.mapper.to_domain_event(n)) for n in notifications]
+        scopes = _Scopes(self._known_scopes(decoded))
+        for n, event in decoded:
             qualname = n.topic.split(":", 1)[1]
             aggregate_type = qualname.split(".")[0]
             meta = getattr(event, "meta", {}) or {}
-            data = {k: v for k, v in vars(event).items() if k not in _HIDDEN_FIELDS}
+            data = _plain({k: v for k, v in vars(event).items() if k not in _HIDDEN_FIELDS})
+            planning_id, base_id = scopes.resolve(aggregate_type, str(n.originator_id), data)
             rows.append((
                 n.id, meta.get("tenant"), str(n.originator_id), aggregate_type, qualname,
                 n.originator_version, meta.get("actor"), meta.get("request_id"),
                 meta.get("client_address"), meta.get("reason"), iso(event.timestamp),
-                to_json_bytes(redact(_plain(data))).decode(),
+                to_json_bytes(redact(data)).decode(), planning_id, base_id,
             ))
             if n.originator_version == 1:
                 catalogue.append((str(n.originator_id), meta.get("tenant"), aggregate_type, n.id))
@@ -164,15 +216,35 @@ class HistoryView:
             for row in rows:
                 curs.execute(self._sql(
                     f"INSERT INTO {self.t_history} (position, tenant, aggregate_id, aggregate_type,"
-                    " type, version, actor, request_id, client_address, reason, timestamp, data)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (position) DO NOTHING"), row)
+                    " type, version, actor, request_id, client_address, reason, timestamp, data,"
+                    " planning_id, base_id)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (position) DO NOTHING"), row)
             for row in catalogue:
                 curs.execute(self._sql(
                     f"INSERT INTO {self.t_catalogue} (aggregate_id, tenant, aggregate_type, position)"
                     " VALUES (?,?,?,?) ON CONFLICT (aggregate_id) DO NOTHING"), row)
+            for aggregate_id, (planning_id, base_id) in scopes.new.items():
+                curs.execute(self._sql(
+                    f"INSERT INTO {self.t_scope} (aggregate_id, planning_id, base_id)"
+                    " VALUES (?,?,?) ON CONFLICT (aggregate_id) DO NOTHING"), (aggregate_id, planning_id, base_id))
             curs.execute(self._sql(
                 f"INSERT INTO {self.t_tracking} (name, position) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET position = excluded.position"), ("history", last))
+
+    def _known_scopes(self, decoded: list) -> dict[str, tuple[str | None, str | None]]:
+        """The remembered scopes of the batch's aggregates and of the bases its events name."""
+        wanted = {str(n.originator_id) for n, _ in decoded}
+        wanted |= {str(b) for _, e in decoded if (b := getattr(e, "base_id", None)) is not None}
+        ids, known = sorted(wanted), {}
+        with self.datastore.transaction(commit=False) as curs:
+            for start in range(0, len(ids), SCOPE_LOOKUP_CHUNK):
+                chunk = ids[start:start + SCOPE_LOOKUP_CHUNK]
+                curs.execute(self._sql(
+                    f"SELECT aggregate_id, planning_id, base_id FROM {self.t_scope}"
+                    f" WHERE aggregate_id IN ({','.join('?' * len(chunk))})"), chunk)
+                for r in curs.fetchall():
+                    known[str(r["aggregate_id"])] = (r["planning_id"], r["base_id"])
+        return known
 
     # -- reads ------------------------------------------------------------
     def query(self, q: HistoryQuery) -> tuple[list[dict], int | None]:
@@ -187,6 +259,12 @@ class HistoryView:
         if q.aggregate_id:
             where.append("aggregate_id = ?")
             params.append(q.aggregate_id)
+        if q.planning_id:
+            where.append("planning_id = ?")
+            params.append(q.planning_id)
+        if q.base_id:
+            where.append("base_id = ?")
+            params.append(q.base_id)
         if q.since:
             where.append("timestamp >= ?")
             params.append(iso(q.since))
@@ -197,7 +275,7 @@ class HistoryView:
             where.append("position > ?")
             params.append(q.after)
         statement = (
-            f"SELECT * FROM {self.t_history} WHERE {' AND '.join(where)}"
+            f"SELECT {_EVENT_COLUMNS} FROM {self.t_history} WHERE {' AND '.join(where)}"
             f" ORDER BY position LIMIT {int(q.limit) + 1}"
         )
         with self.datastore.transaction(commit=False) as curs:
@@ -249,6 +327,41 @@ class HistoryView:
                 f"SELECT aggregate_id FROM {self.t_catalogue} WHERE tenant = ? AND aggregate_type = ?"
                 " ORDER BY position"), (tenant, aggregate_type))
             return [UUID(str(r["aggregate_id"])) for r in curs.fetchall()]
+
+
+class _Scopes:
+    """Which planning and base each event of a batch belongs to.
+
+    An event of a Planning belongs to that planning (and to the base it names, if
+    it names one: ``Planning.BaseMounted``). Any other event belongs to the planning
+    and base its own fields name, else to those its aggregate's first naming event
+    named (a base's later events, a backup's ``Discarded``, a session's ``Closed``);
+    an event of a Base belongs to that base; a base's planning is the one its
+    ``Base.Created`` named.
+    """
+
+    def __init__(self, known: dict[str, tuple[str | None, str | None]]) -> None:
+        self.known = known
+        self.new: dict[str, tuple[str | None, str | None]] = {}
+
+    def resolve(self, aggregate_type: str, aggregate_id: str, data: dict) -> tuple[str | None, str | None]:
+        planning_id, base_id = _text(data.get("planning_id")), _text(data.get("base_id"))
+        if aggregate_type == "Planning":
+            return aggregate_id, base_id
+        remembered = self.known.get(aggregate_id)
+        if remembered is not None:
+            planning_id, base_id = planning_id or remembered[0], base_id or remembered[1]
+        if aggregate_type == "Base":
+            base_id = aggregate_id
+        if planning_id is None and base_id is not None:
+            planning_id = self.known.get(base_id, (None, None))[0]
+        if remembered is None and (planning_id or base_id):
+            self.known[aggregate_id] = self.new[aggregate_id] = (planning_id, base_id)
+        return planning_id, base_id
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _plain(value: Any) -> Any:

@@ -7,10 +7,11 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
-from api_helpers import cheap_argon2, make_client
+from structlog.testing import capture_logs
+from api_helpers import cheap_argon2, login_with_certificate, make_client
 from school_helpers import add_record, campus_school, service_school, set_server
 
 from campus.application import CampusApplication
@@ -26,6 +27,16 @@ START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 @pytest.fixture(autouse=True)
 def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     cheap_argon2(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_backup_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A logger that honours capture_logs even if logging was configured (and cached) earlier."""
+    import structlog
+
+    import campus.backups
+
+    monkeypatch.setattr(campus.backups, "log", structlog.get_logger("campus.backups"))
 
 
 @pytest.fixture
@@ -126,21 +137,80 @@ def test_save_on_request_list_download_and_restore(school: Any, backup_settings:
     _, base = client_app(cs).current_base(_account(cs), UUID(cs.planning01))
     assert [f["name"] for f in base.records["classes"].values()] == ["2nde A"]
 
-    # A corrupted file is neither served nor restored; the answer points to as_of.
-    path = backup_settings.snapshots_dir / client.app.state.campus.get_backup(
-        _account(cs), UUID(cs.planning01), UUID(save["id"])).file
+    # A corrupted file is never served; a restore from it falls back to the event log and says so.
+    app = client_app(cs)
+    path = backup_settings.snapshots_dir / app.get_backup(_account(cs), UUID(cs.planning01), UUID(save["id"])).file
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01
     path.write_bytes(bytes(data))
-    r = client.get(_url(cs, f"/{save['id']}/download"), headers=cs.console)
+    assert _listed(cs, save["id"])["status"] == "ok"  # the listing only looks for the file
+    with capture_logs() as logs:
+        r = client.get(_url(cs, f"/{save['id']}/download"), headers=cs.console)
     assert r.status_code == 409 and r.json()["code"] == "backup_corrupted"
-    r = client.post(f"/v1/console/plannings/{cs.planning01}/restores", headers=cs.console, json=body)
-    assert r.status_code == 409 and "as_of" in r.json()["detail"] and save["taken_at"][:19] in r.json()["detail"]
+    assert {"event": "backup_file_damaged", "problem": "backup_corrupted", "file": str(path.relative_to(
+        backup_settings.snapshots_dir))}.items() <= next(e for e in logs if e["event"] == "backup_file_damaged").items()
+    assert (_listed(cs, save["id"])["status"], _listed(cs, save["id"])["problem"]) == ("damaged", "backup_corrupted")
 
-    # A missing file: 410 on download.
+    assert set_server(client, cs.console, cs.planning01, "in_service").status_code == 200
+    clock.advance(timedelta(hours=1))
+    add_record(client, cs.headers_for("direction"), cs.records_url("classes"), name="2nde C")
+    assert set_server(client, cs.console, cs.planning01, "stopped").status_code == 200
+    r = client.post(f"/v1/console/plannings/{cs.planning01}/restores", headers=cs.console,
+                    json={**body, "reason": "wrong marks entered"})
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    assert answer["source"] == "event_log"
+    assert "failed its checksum" in answer["warning"] and "event log" in answer["warning"]
+    assert save["taken_at"][:19] in answer["warning"]
+    assert answer["restored_to"] == save["taken_at"] and answer["base"]["counts"]["classes"] == 1
+    _, base = app.current_base(_account(cs), UUID(cs.planning01))
+    assert [f["name"] for f in base.records["classes"].values()] == ["2nde A"]
+    damaged = _history(cs, "Backup.FoundDamaged")
+    assert [(e["aggregate_id"], e["data"]["problem"]) for e in damaged] == [(save["id"], "backup_corrupted")]
+    restored = _history(cs, "Base.Restored")[-1]
+    assert restored["reason"] == "wrong marks entered"
+
+    # A missing file: 410 on download, flagged in the listing, and the restore still happens from the log.
     path.unlink()
     r = client.get(_url(cs, f"/{save['id']}/download"), headers=cs.console)
     assert r.status_code == 410 and r.json()["code"] == "backup_file_missing"
+    assert (_listed(cs, save["id"])["status"], _listed(cs, save["id"])["problem"]) == ("missing", "backup_file_missing")
+    r = client.post(f"/v1/console/plannings/{cs.planning01}/restores", headers=cs.console, json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["source"] == "event_log" and "is missing" in r.json()["warning"]
+    assert r.json()["base"]["counts"]["classes"] == 1
+    assert [e["data"]["problem"] for e in _history(cs, "Backup.FoundDamaged")] == [
+        "backup_corrupted", "backup_file_missing"]
+
+
+def test_a_bad_file_outside_the_restore_window_restores_nothing(school: Any, backup_settings: Settings) -> None:
+    cs, clock = school
+    client = cs.client
+    save = client.post(_url(cs), headers=cs.console, json={}).json()
+    (backup_settings.snapshots_dir / client_app(cs).get_backup(
+        _account(cs), UUID(cs.planning01), UUID(save["id"])).file).unlink()
+    clock.advance(timedelta(days=31))
+    cs.school.token = login_with_certificate(client, cs.school).json()["token"]  # the session expired
+    assert set_server(client, cs.console, cs.planning01, "stopped").status_code == 200
+    before = client.get(f"/v1/console/plannings/{cs.planning01}/base", headers=cs.console).json()
+    r = client.post(f"/v1/console/plannings/{cs.planning01}/restores", headers=cs.console,
+                    json={"backup_id": save["id"], "confirm": True})
+    assert r.status_code == 409 and r.json()["code"] == "backup_unrecoverable", r.text
+    assert "is missing" in r.json()["detail"] and "nothing was restored" in r.json()["detail"]
+    after = client.get(f"/v1/console/plannings/{cs.planning01}/base", headers=cs.console).json()
+    assert after["version"] == before["version"]
+
+
+def _listed(cs: Any, backup_id: str) -> dict:
+    r = cs.client.get(_url(cs), headers=cs.console)
+    assert r.status_code == 200, r.text
+    return next(b for b in r.json()["backups"] if b["id"] == backup_id)
+
+
+def _history(cs: Any, event_type: str) -> list[dict]:
+    r = cs.client.get("/v1/console/history", headers=cs.console, params={"type": event_type, "limit": 500})
+    assert r.status_code == 200, r.text
+    return r.json()["events"]
 
 
 def _account(cs: Any) -> UUID:
@@ -169,10 +239,62 @@ def test_snapshots_verify_reports_bad_files(tmp_path: Path, capsys: pytest.Captu
         bad = app.take_backup(account_id, planning_id)
     finally:
         app.close()
-    args = ["snapshots", "verify", "--snapshots-dir", str(settings.snapshots_dir)]
-    assert cli_main(args) == 0
+    files_only = ["snapshots", "verify", "--snapshots-dir", str(settings.snapshots_dir),
+                  "--data-dir", str(tmp_path / "nowhere")]
+    assert cli_main(files_only) == 0
     path = settings.snapshots_dir / bad.file
     path.write_bytes(path.read_bytes()[:-10])
-    assert cli_main(args) == 1
+    assert cli_main(files_only) == 1
     out = capsys.readouterr().out
     assert f"OK   {good.file}" in out and f"BAD  {bad.file}" in out
+    assert not (tmp_path / "nowhere").exists()  # verify never creates a store
+
+
+def test_verify_reports_orphans_and_the_next_start_removes_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(data_dir=tmp_path / "var", snapshots_dir=tmp_path / "snapshots")
+    app = CampusApplication(settings, clock=ManualClock(START))
+    try:
+        account_id, planning_id = service_school(app)
+        kept = app.take_backup(account_id, planning_id)
+        lost = app.take_backup(account_id, planning_id)
+    finally:
+        app.close()
+    folder = settings.snapshots_dir
+    args = ["snapshots", "verify", "--snapshots-dir", str(folder), "--data-dir", str(settings.data_dir)]
+    assert cli_main(args) == 0
+    assert f"OK   {kept.file}" in capsys.readouterr().out
+
+    # What a crash leaves: a file whose Backup.Taken was never saved, an unfinished write;
+    # and a file lost by hand. A folder of an account this store does not know is not ours.
+    data = (folder / kept.file).read_bytes()
+    orphan = f"{account_id}/{uuid4()}.campus"
+    (folder / orphan).write_bytes(data)
+    unfinished = f"{account_id}/{uuid4()}.campus.part"
+    (folder / unfinished).write_bytes(data[: len(data) // 2])
+    foreign = f"{uuid4()}/{uuid4()}.campus"
+    (folder / foreign).parent.mkdir()
+    (folder / foreign).write_bytes(data)
+    (folder / lost.file).unlink()
+    assert cli_main(args) == 1
+    out = capsys.readouterr().out
+    assert f"ORPHAN {orphan}:" in out and f"ORPHAN {foreign}:" in out
+    assert f"UNFINISHED {unfinished}:" in out
+    assert f"MISSING {lost.file}:" in out and str(lost.id) in out
+    assert f"OK   {kept.file}" in out
+
+    # A file replaced by another valid campus-base file is BAD: not what its backup recorded.
+    (folder / kept.file).write_bytes((folder / orphan).read_bytes().replace(b'"position":', b'"position": ', 1))
+    assert cli_main(args) == 1
+    assert f"BAD  {kept.file}" in capsys.readouterr().out
+    (folder / kept.file).write_bytes(data)
+
+    with capture_logs() as logs, make_client(settings, ManualClock(START)):
+        pass  # the start-up cleanup
+    assert not (folder / orphan).exists() and not (folder / unfinished).exists()
+    assert (folder / foreign).exists() and (folder / kept.file).exists()
+    removed = {(e["event"], e["file"]) for e in logs if e["event"].startswith("snapshot_")}
+    assert removed == {("snapshot_orphan_removed", orphan), ("snapshot_unfinished_write_removed", unfinished)}
+    assert cli_main(args) == 1
+    out = capsys.readouterr().out
+    assert "UNFINISHED" not in out and f"ORPHAN {orphan}" not in out and f"MISSING {lost.file}" in out

@@ -28,9 +28,10 @@ from campus.settings import Settings
 
 NAMES = st.text(alphabet="ABCDEFGHIJ6789", min_size=1, max_size=4)
 
-# One step: add a class, rename one, remove one (the chosen index wraps), or let time pass.
+# One step: add a class, rename one, remove one (the chosen index wraps), add an annex, or let time pass.
 STEP = st.one_of(
     st.tuples(st.just("add"), NAMES),
+    st.tuples(st.just("annex"), NAMES),
     st.tuples(st.just("rename"), st.integers(0, 50), NAMES),
     st.tuples(st.just("remove"), st.integers(0, 50)),
     st.tuples(st.just("wait"), st.integers(1, 6 * 3600)),
@@ -71,6 +72,8 @@ def run(app: CampusApplication, clock: ManualClock, account_id: UUID, planning_i
             app.change_record(account_id, planning_id, "classes", ids[step[1] % len(ids)], {"name": step[2]})
         elif step[0] == "remove" and ids:
             app.remove_record(account_id, planning_id, "classes", ids[step[1] % len(ids)])
+        elif step[0] == "annex":
+            app.put_annex(account_id, planning_id, f"logo-{step[1]}.png", "image/png", step[1].encode() * 10)
         elif step[0] == "wait":
             clock.advance(timedelta(seconds=step[1]))
         at, state = current(app, account_id, planning_id)
@@ -96,7 +99,23 @@ def test_as_of_and_restore_give_the_state_current_at_that_instant(app: Any, step
 
     for instant in instants:
         past = application.base_as_of(account_id, planning_id, instant)
-        assert past.base.records == state_at(timeline, instant)
+        expected = state_at(timeline, instant)
+        assert application.timeline.records_at(past.base) == expected
+        assert past.base.counts() == {kind: len(records) for kind, records in expected.items()}
+        # Page by page (2 at a time), the records are the same, in the order they were entered.
+        pages, after = [], None
+        while True:
+            page, after = application.list_records(account_id, planning_id, "classes", after=after, limit=2,
+                                                   as_of=instant)
+            pages += page
+            if after is None:
+                break
+        assert pages == list(expected["classes"].items())
+        # What a restore would bring back equals what a full replay to that version gives.
+        replayed = application.repository.get(past.base.id, version=past.base.version)
+        assert application.timeline.restorable_state(past.base) == replayed.restorable_state()
+        assert (past.base.name, past.base.grid, past.base.last_entry_at) == (
+            replayed.name, replayed.grid, replayed.last_entry_at)
 
     application.set_server_state(account_id, planning_id, "stopped")
     instant = instants[0]
@@ -108,6 +127,11 @@ def test_as_of_and_restore_give_the_state_current_at_that_instant(app: Any, step
     application.restore_base(account_id, planning_id, as_of=restored_at - timedelta(microseconds=1), confirm=True,
                              reason="undo")
     assert current_records(application, account_id, planning_id) == before
+    # The timeline followed both restores: read as of now, the base is the current one.
+    clock.advance(timedelta(seconds=1))
+    now = application.base_as_of(account_id, planning_id, clock.now())
+    assert application.timeline.records_at(now.base) == before
+    assert now.base.counts() == {kind: len(records) for kind, records in before.items()}
 
 
 def test_restore_rules(app: Any) -> None:

@@ -1,0 +1,109 @@
+"""The live history: Server-Sent Events that follow the history view.
+
+``GET /v1/console/history/stream`` answers ``text/event-stream``. Each event of
+the school that passes the filters is one message::
+
+    id: <position>
+    event: <type, e.g. Planning.DomainBound>
+    data: <the JSON object the list answers for that event>
+
+First every matching event after the resume point (``Last-Event-ID``, else
+``?after=``, else the beginning), then each new one as it is recorded: the
+stream polls the view (:data:`POLL_SECONDS`), which is cheap when nothing
+happened. A comment (``: keep-alive``) goes out when nothing else did for
+``Settings.history_heartbeat_seconds``, so proxies keep the connection; at the
+same time the console session is checked again, and the stream ends when the
+session has ended (logout, expiry, password reset). The stream also ends when
+the server is asked to stop (``HistoryView.stopping``), so a shutdown never
+waits for its clients. It reads the same rows as the list, so secrets stay
+redacted the same way, and only the caller's school's rows.
+
+The generator runs on the event loop: it sleeps with ``anyio.sleep`` and reads
+the store in a worker thread, so an open stream holds no thread while it waits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+from eventsourcing.persistence import InterfaceError, OperationalError
+from starlette.responses import StreamingResponse
+
+from campus.api.routing import encode_json
+from campus.errors import Invalid, Unauthenticated
+from campus.projections.history import HistoryQuery
+
+if TYPE_CHECKING:
+    from campus.application import CampusApplication
+
+MEDIA_TYPE = "text/event-stream"
+POLL_SECONDS = 0.5
+MAX_POSITION = 2**63 - 1
+log = structlog.get_logger("campus.history")
+
+
+def last_event_id(headers: Mapping[str, str]) -> int | None:
+    """The position to resume after, from ``Last-Event-ID`` (empty means none, as in the SSE spec)."""
+    value = headers.get("last-event-id")
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or int(value) > MAX_POSITION:
+        raise Invalid.field("header.Last-Event-ID",
+                            f"must be the id of an event of this stream (a position from 0 to {MAX_POSITION})")
+    return int(value)
+
+
+def sse_message(event: dict) -> bytes:
+    """One event as an SSE message (orjson never writes a raw newline, so `data` is one line)."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event["position"], event["type"].encode(), encode_json(event))
+
+
+def history_stream(app: CampusApplication, query: HistoryQuery, token: str) -> StreamingResponse:
+    return StreamingResponse(
+        _follow(app, query, token), media_type=MEDIA_TYPE,
+        # No caching, and no buffering by a reverse proxy (nginx honours X-Accel-Buffering).
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _follow(app: CampusApplication, query: HistoryQuery, token: str) -> AsyncIterator[bytes]:
+    cursor = query.after or 0  # every matching event up to here was sent
+    drained_at = -1  # the view's position when the last read found nothing more
+    heartbeat = app.settings.history_heartbeat_seconds
+    quiet_until = time.monotonic() + heartbeat
+    try:
+        while not app.history.stopping.is_set():
+            position = await anyio.to_thread.run_sync(app.history.catch_up)
+            if position != drained_at:
+                events, more = await anyio.to_thread.run_sync(app.read_history, replace(query, after=cursor))
+                if events:
+                    yield b"".join(sse_message(e) for e in events)
+                    cursor, quiet_until = events[-1]["position"], time.monotonic() + heartbeat
+                if more is not None:
+                    continue
+                # Everything up to `position` was in the view when it was read: nothing there is missed.
+                cursor, drained_at = max(cursor, position), position
+            if time.monotonic() >= quiet_until:
+                if not await anyio.to_thread.run_sync(_still_signed_in, app, token):
+                    return
+                yield b": keep-alive\n\n"
+                quiet_until = time.monotonic() + heartbeat
+            await anyio.sleep(POLL_SECONDS)
+    except (OperationalError, InterfaceError) as exc:
+        # The store is busy or unreachable: end the stream; the client resumes with Last-Event-ID.
+        log.warning("history_stream_store_unavailable", error_type=type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - the headers are sent: end the stream cleanly, say why in the log
+        log.error("history_stream_failed", error_type=type(exc).__name__, exc_info=exc)
+
+
+def _still_signed_in(app: CampusApplication, token: str) -> bool:
+    try:
+        app.authenticate_console(token)
+    except Unauthenticated:
+        return False
+    return True
