@@ -9,6 +9,7 @@ CAMPUS_REQUIRE_POSTGRES=1 (set by .ci/run), where they fail instead.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,8 +56,17 @@ def pg_schema() -> Iterator[str]:
 
     schema = f"campus_test_{uuid.uuid4().hex[:12]}"
     yield schema
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    # A server stopped a moment ago may still have a backend finishing its last statement:
+    # if the drop deadlocks with it, PostgreSQL aborts one of the two; try again.
+    for attempt in range(5):
+        try:
+            with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
 
 
 def sqlite_settings(tmp_path: Path, **kw) -> Settings:

@@ -364,8 +364,17 @@ def test_prepare_the_next_year_on_request(client: Any, clock: ManualClock) -> No
     assert [a["scheduled"] for a in change.archives] == [False, True]
 
 
-def test_the_year_archive_outlives_the_30_day_retention_of_daily_archives(app: CampusApplication,
+def test_the_year_archive_outlives_the_30_day_retention_of_daily_archives(sqlite_only_settings: Settings,
                                                                          june: ManualClock) -> None:
+    """Retention is store-independent: SQLite only."""
+    app = CampusApplication(sqlite_only_settings, clock=june)
+    try:
+        _year_archive_outlives_retention(app, june)
+    finally:
+        app.close()
+
+
+def _year_archive_outlives_retention(app: CampusApplication, june: ManualClock) -> None:
     account_id, planning_id = service_school(app)
     app.add_record(account_id, planning_id, "classes", {"name": "2nde A"})
     june.set(JULY_ARCHIVE + timedelta(hours=1))
