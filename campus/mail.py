@@ -46,6 +46,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError
 
+from campus.projections.tables import StoreTables
 from campus.aggregates.core import CampusAggregate
 from campus.aggregates.mail import (
     ACCOUNT_KINDS,
@@ -164,7 +165,7 @@ def _decode_key(text: str, where: str) -> bytes:
     return key
 
 
-class MailKeys:
+class MailKeys(StoreTables):
     """The per-message keys of the undelivered messages (a table beside the events, not events).
 
     A row exists from just before a message's ``Queued`` event is saved until it
@@ -175,31 +176,25 @@ class MailKeys:
     """
 
     def __init__(self, app: CampusApplication) -> None:
-        self.datastore = app.recorder.datastore  # type: ignore[attr-defined]
-        self.is_postgres = type(self.datastore).__name__.startswith("Postgres")
-        schema = getattr(self.datastore, "schema", "")
-        self.table = f'"{schema}".campus_mail_keys' if self.is_postgres and schema else "campus_mail_keys"
+        super().__init__(app)
+        self.keys = self.table("campus_mail_keys")
         self.master = AESGCM(mail_master_key(app.settings))
-        blob = "BYTEA" if self.is_postgres else "BLOB"
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (message_id TEXT PRIMARY KEY,"
-                         f" tenant TEXT NOT NULL, wrapped_key {blob} NOT NULL, created_at TEXT NOT NULL,"
+            curs.execute(f"CREATE TABLE IF NOT EXISTS {self.keys} (message_id TEXT PRIMARY KEY,"
+                         f" tenant TEXT NOT NULL, wrapped_key {self.blob} NOT NULL, created_at TEXT NOT NULL,"
                          " claimed_until TEXT)")
-
-    def _sql(self, statement: str) -> str:
-        return statement.replace("?", "%s") if self.is_postgres else statement
 
     def put(self, message_id: UUID, tenant: UUID, key: bytes, now: datetime) -> None:
         nonce = secrets.token_bytes(12)
         wrapped = nonce + self.master.encrypt(nonce, key, message_id.bytes)
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self._sql(f"INSERT INTO {self.table} (message_id, tenant, wrapped_key, created_at)"
+            curs.execute(self._sql(f"INSERT INTO {self.keys} (message_id, tenant, wrapped_key, created_at)"
                                    " VALUES (?, ?, ?, ?)"), (str(message_id), str(tenant), wrapped, _iso(now)))
 
     def key(self, message_id: UUID) -> bytes | None:
         """The message's key, or None if it is gone (sent, abandoned) or sealed under another mail key."""
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._sql(f"SELECT wrapped_key FROM {self.table} WHERE message_id = ?"),
+            curs.execute(self._sql(f"SELECT wrapped_key FROM {self.keys} WHERE message_id = ?"),
                          (str(message_id),))
             row = curs.fetchone()
         if row is None:
@@ -213,7 +208,7 @@ class MailKeys:
     def pending(self) -> list[tuple[UUID, datetime]]:
         """(message id, created at) of every message still holding a key, oldest first."""
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT message_id, created_at FROM {self.table} ORDER BY created_at")
+            curs.execute(f"SELECT message_id, created_at FROM {self.keys} ORDER BY created_at")
             rows = curs.fetchall()
         return [(UUID(str(r["message_id"])), datetime.strptime(r["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
                  .replace(tzinfo=UTC)) for r in rows]
@@ -222,24 +217,24 @@ class MailKeys:
         """Take the delivery lease unless another sender holds it."""
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(self._sql(
-                f"UPDATE {self.table} SET claimed_until = ? WHERE message_id = ?"
+                f"UPDATE {self.keys} SET claimed_until = ? WHERE message_id = ?"
                 " AND (claimed_until IS NULL OR claimed_until < ?) RETURNING message_id"),
                 (_iso(now + DELIVERY_LEASE), str(message_id), _iso(now)))
             return curs.fetchone() is not None
 
     def release(self, message_id: UUID) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self._sql(f"UPDATE {self.table} SET claimed_until = NULL WHERE message_id = ?"),
+            curs.execute(self._sql(f"UPDATE {self.keys} SET claimed_until = NULL WHERE message_id = ?"),
                          (str(message_id),))
 
     def shred(self, message_id: UUID) -> None:
         """Forget the key: the sealed copy in the event log can never be opened again."""
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self._sql(f"DELETE FROM {self.table} WHERE message_id = ?"), (str(message_id),))
+            curs.execute(self._sql(f"DELETE FROM {self.keys} WHERE message_id = ?"), (str(message_id),))
 
     def count(self) -> int:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT COUNT(*) AS n FROM {self.table}")
+            curs.execute(f"SELECT COUNT(*) AS n FROM {self.keys}")
             return int(curs.fetchone()["n"])
 
 

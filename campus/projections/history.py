@@ -36,6 +36,7 @@ import structlog
 
 from campus.background import run_every
 
+from campus.projections.tables import StoreTables
 from campus.redaction import redact
 
 if TYPE_CHECKING:
@@ -87,34 +88,28 @@ class HistoryQuery:
     base_id: str | None = None
 
 
-class HistoryView:
+class HistoryView(StoreTables):
     def __init__(self, app: Application) -> None:
+        super().__init__(app)
         self.app = app
-        self.datastore = app.recorder.datastore  # type: ignore[attr-defined]
-        self.is_postgres = type(self.datastore).__name__.startswith("Postgres")
-        schema = getattr(self.datastore, "schema", "")
-        prefix = f'"{schema}".' if self.is_postgres and schema else ""
-        self.t_history = f"{prefix}campus_history"
-        self.t_catalogue = f"{prefix}campus_catalogue"
-        self.t_tracking = f"{prefix}campus_view_tracking"
-        self.t_scope = f"{prefix}campus_history_scope"
-        self.t_schema = f"{prefix}campus_view_schema"
+        self.t_history = self.table("campus_history")
+        self.t_catalogue = self.table("campus_catalogue")
+        self.t_tracking = self.table("campus_view_tracking")
+        self.t_scope = self.table("campus_history_scope")
+        self.t_schema = self.table("campus_view_schema")
         self._lock = threading.Lock()
         # Set when the server is asked to stop (see `follow`): live readers of the view end.
         self.stopping = threading.Event()
         self._create_tables()
 
     # -- SQL plumbing -----------------------------------------------------
-    def _sql(self, statement: str) -> str:
-        return statement.replace("?", "%s") if self.is_postgres else statement
-
     def _create_tables(self) -> None:
         """Create the view's tables; drop and recreate them first if they have another layout.
 
         Runs in one transaction. On PostgreSQL an advisory lock (per schema) keeps two
         servers starting together from rebuilding at the same time.
         """
-        big = "BIGINT" if self.is_postgres else "INTEGER"
+        big = self.big
         with self.datastore.transaction(commit=True) as curs:
             if self.is_postgres:
                 curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.t_schema,))

@@ -44,6 +44,7 @@ from campus.background import run_every
 
 from campus.aggregates.school_base import Base
 from campus.projections.history import iso
+from campus.projections.tables import StoreTables
 from campus.records import KINDS
 
 if TYPE_CHECKING:
@@ -103,19 +104,16 @@ class _Tip:
     births: dict[UUID, int] = field(default_factory=dict)  # cache of the current birth of records
 
 
-class TimelineView:
+class TimelineView(StoreTables):
     def __init__(self, app: Application) -> None:
+        super().__init__(app)
         self.app = app
         self.transcoder = app.mapper.transcoder
-        self.datastore = app.recorder.datastore  # type: ignore[attr-defined]
-        self.is_postgres = type(self.datastore).__name__.startswith("Postgres")
-        schema = getattr(self.datastore, "schema", "")
-        prefix = f'"{schema}".' if self.is_postgres and schema else ""
-        self.t_events = f"{prefix}campus_tl_events"
-        self.t_records = f"{prefix}campus_tl_records"
-        self.t_tracking = f"{prefix}campus_tl_tracking"
-        self.t_annexes = f"{prefix}campus_tl_annexes"
-        self.t_lives = f"{prefix}campus_tl_lives"
+        self.t_events = self.table("campus_tl_events")
+        self.t_records = self.table("campus_tl_records")
+        self.t_tracking = self.table("campus_tl_tracking")
+        self.t_annexes = self.table("campus_tl_annexes")
+        self.t_lives = self.table("campus_tl_lives")
         self._lock = threading.Lock()
         self._tips: dict[UUID, _Tip] = {}
         # Rows of the batch being projected, written at once; the latest version of each record
@@ -128,12 +126,8 @@ class TimelineView:
         self._create_tables()
 
     # -- SQL plumbing -----------------------------------------------------
-    def _sql(self, statement: str) -> str:
-        return statement.replace("?", "%s") if self.is_postgres else statement
-
     def _create_tables(self) -> None:
-        big = "BIGINT" if self.is_postgres else "INTEGER"
-        blob = "BYTEA" if self.is_postgres else "BLOB"
+        big, blob = self.big, self.blob
         clustered = "" if self.is_postgres else " WITHOUT ROWID"  # SQLite: the primary key is the table
         statements = [
             f"CREATE TABLE IF NOT EXISTS {self.t_events} ("
