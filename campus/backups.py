@@ -48,9 +48,11 @@ from campus.aggregates.planning import Planning
 from campus.aggregates.school_base import Base
 from campus.context import current_context, reset_context, set_context
 from campus.errors import CampusError, Conflict, Invalid, NotFound
+from campus.records import KINDS
 from campus.time_machine import checked_kinds, only_kinds, reason_with_kinds
 from campus.export_format import (
     SUFFIX,
+    Annex,
     BaseFile,
     FormatError,
     prepare,
@@ -217,6 +219,17 @@ def state_of_file(bf: BaseFile, at: datetime) -> dict[str, Any]:
 def restore_state(current: Base, state: dict[str, Any], restored_to: datetime, from_version: int) -> None:
     """Record ``Base.Restored`` on the current base with a state (from the log or from a file)."""
     current.restore(state=state, restored_to=restored_to, from_version=from_version)
+
+
+def base_file_at(timeline: Any, past: Any, exported_at: datetime) -> BaseFile:
+    """The content of a campus-base file for the base as the timeline has it at a position."""
+    state = timeline.restorable_state(past)
+    return BaseFile(
+        base_id=past.id, name=state["name"], origin=past.origin, created_at=past.created_on,
+        last_entry_at=state["last_entry_at"], grid=dict(state["grid"]),
+        records={kind: state["records"].get(kind, {}) for kind in KINDS},
+        annexes={name: Annex(a["content_type"], a["sha256"], a["data"]) for name, a in state["annexes"].items()},
+        connection_modes=state["connection_modes"], position=past.version, exported_at=exported_at)
 
 
 def backup_filename(backup: Backup) -> str:
@@ -389,8 +402,6 @@ class BackupUseCases:
         return taken
 
     def _run_due_for(self: CampusApplication, planning: Planning) -> list[Backup]:
-        from campus.exchange import snapshot_of
-
         account_id, base_id = planning.account_id, planning.base_id
         now = self.clock.now()
         backups = self._backups_of(account_id, planning.id)
@@ -403,8 +414,7 @@ class BackupUseCases:
             due += [(at, kind) for at in boundaries(kind, after, now)[-KEEP[kind]:]]
         due.sort()
         taken = []
-        for at, kind, past, position in self._states_at(account_id, base_id, due):
-            snapshot = snapshot_of(past, at)
+        for at, kind, snapshot, position in self._states_at(base_id, due):
             when = f"{at:%Y-%m-%d}" if kind == "archive" else f"{at:%Y-%m-%d %H:%M} UTC"
             taken.append(self._record_backup(account_id, planning.id, snapshot, kind=kind,
                                              name=f"{snapshot.name} — {kind} of {when}", taken_at=at,
@@ -413,21 +423,14 @@ class BackupUseCases:
             self._apply_retention(account_id, planning.id)
         return taken
 
-    def _states_at(self: CampusApplication, account_id: UUID, base_id: UUID,
-                   due: list[tuple[datetime, str]]) -> Iterator[tuple[datetime, str, Base, int]]:
-        """The base at each instant (in order), replayed once and rolled forward."""
-        past: Base | None = None
+    def _states_at(self: CampusApplication, base_id: UUID,
+                   due: list[tuple[datetime, str]]) -> Iterator[tuple[datetime, str, BaseFile, int]]:
+        """The base as a file's content at each instant, read from the timeline (no replay:
+        a base with a long history costs what its records cost, not what its history costs)."""
         for at, kind in due:
-            found = self.history.version_at(base_id, at)
-            if found is None:
-                continue
-            version, position = found
-            if past is None or past.version > version:
-                past = self.repository.get(base_id, version=version)
-            elif past.version < version:
-                for event in self.events.get(base_id, gt=past.version, lte=version):
-                    past = event.mutate(past)
-            yield at, kind, past, position
+            past = self.timeline.base_at(base_id, at)
+            if past is not None:
+                yield at, kind, base_file_at(self.timeline, past, at), past.position
 
     def _apply_retention(self: CampusApplication, account_id: UUID, planning_id: UUID) -> list[Backup]:
         """Keep the newest 12 saves and 30 archives of the planning; discard the others' files.
