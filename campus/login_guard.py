@@ -48,6 +48,7 @@ class FailureKind:
     INVOICE_NUMBER = "invoice_number"
     PASSWORD = "password"
     PIN = "pin"
+    SECRET_ANSWER = "secret_answer"  # a mail account's secret question
 
 
 def current_address() -> str:

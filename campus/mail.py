@@ -46,6 +46,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError
 
+from campus.login_guard import FailureKind
 from campus.projections.tables import StoreTables
 from campus.aggregates.core import CampusAggregate
 from campus.aggregates.mail import (
@@ -510,8 +511,11 @@ class MailUseCases:
                 raise Invalid.field("new_secret_answer", f"must be at most {MAX_ANSWER} characters")
             new_hash = hash_secret(normalised)
         seen = self.get_mail_account(account_id, mail_account_id)
+        self.refuse_if_suspended(account_id)
         if not verify_secret(seen.secret_answer_hash, normalise_answer(secret_answer)):
-            raise Forbidden("the answer to the secret question is wrong", code="wrong_secret_answer")
+            # Counted like a wrong password: guessing the answer gets the address suspended too.
+            self.authentication_failed(account_id, FailureKind.SECRET_ANSWER, None, Forbidden(
+                "the answer to the secret question is wrong", code="wrong_secret_answer"))
 
         def body() -> MailAccount:
             found = self.get_mail_account(account_id, mail_account_id)

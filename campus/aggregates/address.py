@@ -52,7 +52,7 @@ class ClientAddress(CampusAggregate):
 
     @event("AuthenticationFailed")
     def fail_authentication(self, kind: str, login: str | None, failed_at: datetime) -> None:
-        """`kind`: console_password, invoice_number, password or pin. Never the attempted secret."""
+        """`kind`: console_password, invoice_number, password, pin or secret_answer. Never the attempted secret."""
         kept = [t for t in self.recent_failures if t > failed_at - FAILURE_MEMORY]
         self.recent_failures = (*kept[-(FAILURES_KEPT - 1):], failed_at)
 
