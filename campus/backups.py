@@ -326,7 +326,12 @@ class BackupUseCases:
                 self.save(current)
             return current
 
+        before = self.repository.get(backup.id).damage
         marked = self._run(backup.account_id, body)
+        if marked.damage != before:
+            self.notify_manager(backup.account_id, "backup_problems", f"{backup.kind} {backup.name!r} is damaged",
+                                f"A check of the file of {backup.kind} {backup.name!r} found: {detail}.\n"
+                                "It will not be served; a restore from it is rebuilt from the event log instead.")
         self._backup_cache()[marked.id] = marked
         return marked
 

@@ -94,6 +94,12 @@ class LoginGuardUseCases:
 
         watch, now = self._run(tenant, body)
         if watch.is_suspended(now):
+            self.notify_manager(tenant, "security", f"address {address} suspended after failed logins",
+                                f"{watch.failures_since(now - timedelta(minutes=settings.login_failures_window_minutes))}"
+                                f" failed authentications came from {address} within "
+                                f"{settings.login_failures_window_minutes} minutes: its logins to your school are "
+                                f"suspended until {watch.suspended_until.isoformat()}.\n"
+                                "Unblock it from the console (Security > suspended addresses) if it is one of yours.")
             raise self._suspended_error(watch, now) from None
         raise refusal
 

@@ -327,6 +327,24 @@ class MailUseCases:
         self._mail_kick().set()
         return message
 
+    def notify_manager(self: CampusApplication, account_id: UUID, topic: str, subject: str,
+                       text: str) -> MailMessage | None:
+        """Mail the hosting manager about `topic` if the account page asks for it (notifications).
+
+        Best effort: a notification never makes the operation that caused it fail.
+        """
+        try:
+            account = self.get_account(account_id)
+            to = account.manager.get("email")
+            if not to or not account.notifications.get(topic, False):
+                return None
+            mime = self._new_mime(sender=self.mail_sender_address, to=to, subject=f"[campus] {subject}", text=text)
+            return self._queue_mail(account_id, message_id=uuid4(), purpose=f"notification:{topic}", to=to,
+                                    subject=f"[campus] {subject}", mime=mime, changes=list)
+        except Exception:  # noqa: BLE001 - logged, never raised into the caller
+            log.warning("notification_failed", account_id=str(account_id), topic=topic, exc_info=True)
+            return None
+
     def _new_mime(self: CampusApplication, *, sender: str, to: str, subject: str, text: str,
                   reply_to: str | None = None) -> EmailMessage:
         mime = EmailMessage()

@@ -427,6 +427,16 @@ class SchoolYearUseCases:
         return self._record_backup(account_id, planning_id, snapshot, kind="archive", name=name, taken_at=taken_at,
                                    position=found[1] if found else 0, scheduled=False, kept=True)
 
+    def _sy_notify(self: CampusApplication, planning_id: UUID, ran: list[dict[str, Any]]) -> None:
+        """Tell the manager what the school-year schedule just did (if the account page asks for it)."""
+        if not ran:
+            return
+        planning = self.repository.get(planning_id)
+        lines = [f"- {op['kind'].replace('_', ' ')} ({op['school_year']}) at {op['at'].isoformat()}" for op in ran]
+        self.notify_manager(planning.account_id, "year_operations", f"school-year operations on {planning.name}",
+                            "The school-year schedule ran on planning " + repr(planning.name) + ":\n"
+                            + "\n".join(lines) + "\nNothing was deleted: previous bases and archives are kept.")
+
     # -- the schedule -----------------------------------------------------------------------------------
     def run_due_year_operations(self: CampusApplication) -> list[dict[str, Any]]:
         """Run every school-year operation due and not yet recorded, for every planning with a base.
@@ -444,7 +454,9 @@ class SchoolYearUseCases:
                 now = self.clock.now()
                 for planning_id in self.history.all_aggregate_ids("Planning"):
                     try:
-                        done += self._sy_run_due_for_planning(planning_id, now, settled)
+                        ran = self._sy_run_due_for_planning(planning_id, now, settled)
+                        done += ran
+                        self._sy_notify(planning_id, ran)
                     except Exception:
                         log.warning("school_year_operation_failed", planning_id=str(planning_id), exc_info=True)
             finally:

@@ -134,7 +134,7 @@ class MailMessage(CampusAggregate):
     def __init__(self, account_id: UUID, purpose: str, to: str, subject: str, sealed_message: bytes,
                  mail_account_id: UUID | None, login: str | None, queued_at: datetime) -> None:
         self.account_id = account_id
-        self.purpose = purpose  # "verification_code" | "connection_details"
+        self.purpose = purpose  # "verification_code" | "connection_details" | "notification:<topic>"
         self.to = to
         self.subject = subject
         # The whole MIME message, encrypted with this message's own key (kept outside the log).

@@ -167,6 +167,10 @@ def test_save_on_request_list_download_and_restore(school: Any, backup_settings:
     assert [f["name"] for f in base.records["classes"].values()] == ["2nde A"]
     damaged = _history(cs, "Backup.FoundDamaged")
     assert [(e["aggregate_id"], e["data"]["problem"]) for e in damaged] == [(save["id"], "backup_corrupted")]
+    # The manager is told once (backup problems are notified by default), not at each check.
+    notices = [m for m in client.get("/v1/console/outbox", headers=cs.console).json()["messages"]
+               if "is damaged" in m["subject"]]
+    assert len(notices) == 1
     restored = _history(cs, "Base.Restored")[-1]
     assert restored["reason"] == "wrong marks entered"
 

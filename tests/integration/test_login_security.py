@@ -119,6 +119,11 @@ def test_hammering_suspends_the_address_another_is_served_and_unblocking_lets_it
     assert suspension["client_address"] == ATTACKER and suspension["data"]["failures"] == 10
     [unblocking] = history(cs.client, cs.console, type="ClientAddress.Unblocked")
     assert unblocking["actor"] == cs.school.actor
+    # The manager asked for security notifications (the default): one is waiting in the outbox.
+    outbox = cs.client.get("/v1/console/outbox", headers=cs.console)
+    assert outbox.status_code == 200, outbox.text
+    [notice] = [m for m in outbox.json()["messages"] if ATTACKER in m["subject"]]
+    assert notice["subject"].startswith("[campus] address") and WRONG not in outbox.text
 
 
 def test_unknown_login_and_wrong_password_answer_and_count_alike(school):

@@ -141,6 +141,9 @@ def test_a_summer_each_operation_once_announced_before_and_in_the_history(settin
         assert set(ops) == {"year_archive", "next_base", "version_change"}
         assert instant(ops["year_archive"]["at"]) == datetime(2028, 6, 30, 22, 0, tzinfo=UTC)
         assert (ops["version_change"]["school_year"], ops["version_change"]["effect"]) == ("2028-2029", "replace_base")
+        # The manager was told of each operation as it ran (school-year notifications are on by default).
+        outbox = client.get("/v1/console/outbox", headers=console).json()["messages"]
+        assert len([m for m in outbox if m["subject"].startswith("[campus] school-year operations")]) == 3
 
 
 def test_the_upcoming_list_is_the_manager_s_own(client: Any) -> None:
