@@ -148,7 +148,8 @@ def _set_up(app: CampusApplication, clock: ManualClock) -> DemoSchool:
         clock.advance(timedelta(minutes=5))
         app.bind_controller_domain(account.id, DOMAIN)
         planning = app.list_plannings(account.id)[0]
-        app.update_planning(account.id, planning.id, {"name": "Année en cours", "time_zone": "Europe/Paris"})
+        app.update_planning(account.id, planning.id, {"name": "Année en cours", "time_zone": "Europe/Paris",
+                                                          "domain": f"{DOMAIN}-annee"})
         passwords["direction"] = generate_password(14)
         last, first, _, _ = USERS["direction"]
         app.create_first_superadministrator(account.id, first_name=first, last_name=last, login="direction",

@@ -72,6 +72,11 @@ def test_campus_demo_then_serve(make_server) -> None:
 
     current = ok(http.get(f"{url}/base", headers=console))
     assert current["server_state"] == "in_service"
+    # In service with the .net licence: its spaces are published at the planning's own address.
+    publication = ok(http.get(f"{url}/publication", headers=console))
+    assert publication["state"] == "published"
+    assert any((space.get("desktop_url") or "").startswith("https://college-demo-annee.")
+               for space in publication["spaces"]), publication["spaces"]
     ten_days_ago = (now - timedelta(days=10)).isoformat()
     past = ok(http.get(f"{url}/base", headers=console, params={"as_of": ten_days_ago}))
     assert past["counts"] != current["counts"]
