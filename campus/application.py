@@ -367,7 +367,7 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
                 raise Conflict(
                     "the controller needs a domain name before it can be activated "
                     "(PUT /v1/console/controller/domain)", code="domain_required")
-            if not any(u.status == Status.SUPERADMINISTRATOR for u in self.list_users(account_id)):
+            if not self.has_superadministrator(account_id):
                 raise Conflict(
                     "the controller needs a superadministrator before it can be activated "
                     "(POST /v1/console/superadministrator)", code="superadministrator_required")
@@ -509,8 +509,17 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
 
     # -- directory users --------------------------------------------------------
     def list_users(self, account_id: UUID) -> list[DirectoryUser]:
-        ids = self.history.aggregate_ids(str(account_id), "DirectoryUser")
-        return sorted((self._get(DirectoryUser, i, account_id, "user") for i in ids), key=lambda u: u.login)
+        return sorted(self._users(account_id), key=lambda u: u.login)
+
+    def _users(self, account_id: UUID) -> Iterator[DirectoryUser]:
+        """The school's users one at a time, oldest first: a check that one is enough stops early."""
+        for user_id in self.history.aggregate_ids(str(account_id), "DirectoryUser"):
+            yield self._get(DirectoryUser, user_id, account_id, "user")
+
+    def has_superadministrator(self, account_id: UUID, other_than: UUID | None = None) -> bool:
+        """Whether a superadministrator (other than `other_than`) exists. The first one is usually
+        the school's first user, so this rarely reads more than one user, however big the school."""
+        return any(u.status == Status.SUPERADMINISTRATOR and u.id != other_than for u in self._users(account_id))
 
     def get_user(self, account_id: UUID, login: str) -> DirectoryUser:
         return self._get(DirectoryUser, user_id_for(account_id, login), account_id, f"user {login!r}")
@@ -622,8 +631,7 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
     def _check_not_last_superadministrator(self, account_id: UUID, user: DirectoryUser) -> None:
         if self.get_controller(account_id).state != "active":
             return
-        others = [u for u in self.list_users(account_id) if u.status == Status.SUPERADMINISTRATOR and u.id != user.id]
-        if not others:
+        if not self.has_superadministrator(account_id, other_than=user.id):
             raise Conflict(
                 f"{user.login!r} is the only superadministrator and the controller is active; "
                 "make someone else superadministrator first", code="last_superadministrator")

@@ -180,9 +180,7 @@ class BaseUseCases:
                 f'{{"state": "stopped"}}) to {action}', code="server_in_service")
 
     def _require_superadministrator(self: CampusApplication, account_id: UUID) -> None:
-        from campus.aggregates.user import Status
-
-        if not any(u.status == Status.SUPERADMINISTRATOR for u in self.list_users(account_id)):
+        if not self.has_superadministrator(account_id):
             raise Conflict("putting a base in service needs a superadministrator (POST /v1/console/superadministrator)",
                            code="superadministrator_required")
 
