@@ -455,25 +455,34 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
 
     def _resolve_assignable(self, account_id: UUID, profile: Profile, logins: list[str], field: str) -> list[str]:
         """Stored logins for `logins`, checking each exists and may hold `profile`."""
-        errors, resolved = [], []
+
+        def may_hold(user: DirectoryUser) -> str | None:
+            if profile == Profile.ADMINISTRATION and not user.is_administrative:
+                return (f"{user.login!r} has status {user.status.value}: the Administration profile "
+                        "is only for superadministrators and base administrators")
+            return None
+
+        return [user.login for user in self.users_named(account_id, logins, field, may_hold)]
+
+    def users_named(self, account_id: UUID, logins: list[str], field: str,
+                    refuse: Callable[[DirectoryUser], str | None] | None = None) -> list[DirectoryUser]:
+        """The users `logins` name, each once, in order. 422 names every unknown login and every
+        user `refuse` has a reason to refuse (as `field[index]`), all at once."""
+        errors, users = [], []
         for index, login in enumerate(logins):
             try:
                 user = self.get_user(account_id, login)
             except NotFound:
                 errors.append({"field": f"{field}[{index}]", "message": f"no user with login {login!r}"})
                 continue
-            if profile == Profile.ADMINISTRATION and not user.is_administrative:
-                errors.append({
-                    "field": f"{field}[{index}]",
-                    "message": f"{user.login!r} has status {user.status.value}: the Administration profile "
-                    "is only for superadministrators and base administrators",
-                })
-                continue
-            if user.login not in resolved:
-                resolved.append(user.login)
+            reason = refuse(user) if refuse else None
+            if reason:
+                errors.append({"field": f"{field}[{index}]", "message": reason})
+            elif all(u.id != user.id for u in users):
+                users.append(user)
         if errors:
             raise Invalid("; ".join(e["message"] for e in errors), errors=errors)
-        return resolved
+        return users
 
     def save_assignment_template(self, account_id: UUID, name: str, planning_id: UUID) -> HostingAccount:
         name = _required_text("name", name, 64)

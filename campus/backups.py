@@ -32,7 +32,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +46,7 @@ from eventsourcing.application import AggregateNotFoundError
 from campus.aggregates.backup import Backup
 from campus.aggregates.planning import Planning
 from campus.aggregates.school_base import Base
-from campus.context import current_context, reset_context, set_context
+from campus.context import context_changed
 from campus.errors import CampusError, Conflict, Invalid, NotFound
 from campus.records import KINDS
 from campus.time_machine import checked_kinds, only_kinds, reason_with_kinds
@@ -392,8 +392,7 @@ class BackupUseCases:
         base's state at that boundary. Safe to call at any pace: it catches up.
         """
         taken: list[Backup] = []
-        token = set_context(replace(current_context(), actor="scheduler"))
-        try:
+        with context_changed(actor="scheduler"):
             for planning_id in self.history.all_aggregate_ids("Planning"):
                 try:
                     planning = self.repository.get(planning_id)
@@ -402,8 +401,6 @@ class BackupUseCases:
                     taken += self._run_due_for(planning)
                 except Exception:
                     log.warning("scheduled_backup_failed", planning_id=str(planning_id), exc_info=True)
-        finally:
-            reset_context(token)
         return taken
 
     def _run_due_for(self: CampusApplication, planning: Planning) -> list[Backup]:
@@ -493,8 +490,7 @@ class BackupUseCases:
             return self._restore_from_log(account_id, planning_id, backup, "is not a readable campus-base file",
                                           reason, kinds)
         state = state_of_file(loaded, backup.taken_at)
-        token = set_context(replace(current_context(), reason=reason_with_kinds(reason, kinds)))
-        try:
+        with context_changed(reason=reason_with_kinds(reason, kinds)):
             planning = self.get_planning(account_id, planning_id)
             self._require_stopped(planning, "restore its base")
             if planning.base_id == backup.base_id:
@@ -510,8 +506,6 @@ class BackupUseCases:
                 return BackupRestore(current, self.now(), backup, source="file")
 
             return self._run(account_id, body)
-        finally:
-            reset_context(token)
 
     @staticmethod
     def _require_same_base(planning: Planning, backup: Backup) -> None:

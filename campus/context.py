@@ -7,6 +7,8 @@ request carries them (see :class:`campus.aggregates.core.CampusAggregate`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
@@ -37,3 +39,13 @@ def reset_context(token) -> None:  # noqa: ANN001
 def set_actor(actor: str) -> None:
     """Name the authenticated actor for the rest of this request."""
     _context.set(replace(_context.get(), actor=actor))
+
+
+@contextmanager
+def context_changed(**changes: str | None) -> Iterator[RequestContext]:
+    """Run a block with some fields of the context changed (a scheduler's actor, a restore's reason)."""
+    token = _context.set(replace(_context.get(), **changes))
+    try:
+        yield _context.get()
+    finally:
+        _context.reset(token)

@@ -32,7 +32,7 @@ import smtplib
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -59,7 +59,7 @@ from campus.aggregates.mail import (
     mail_account_id_for,
 )
 from campus.aggregates.user import DirectoryUser
-from campus.context import RequestContext, current_context, reset_context, set_context
+from campus.context import RequestContext, context_changed, set_context
 from campus.errors import Conflict, Forbidden, Invalid, NotFound, TooManyRequests
 from campus.letters import DEFAULT_BODY, DEFAULT_TITLE, NEEDS_DOMAIN, fill, render_pdf, validate_template
 from campus.security import hash_secret, verify_secret
@@ -600,7 +600,7 @@ class MailUseCases:
         if not mail_account.verified:
             raise Conflict(f"the mail account {mail_account.address} is not verified yet: enter the code it was "
                            "sent (POST …/verification)", code="mail_account_not_verified")
-        users = self._selected_users(account_id, logins)
+        users = self.users_named(account_id, logins, "logins")
         template = self.get_letter_template(account_id, CONNECTION_LETTER)
         account = self.get_account(account_id)
         controller = self.get_controller(account_id)
@@ -618,21 +618,6 @@ class MailUseCases:
                                                     controller.domain, controller.port)
             sent.append({"login": user.login, "to": message.to, "message_id": str(message.id)})
         return ConnectionDetailsSent(mail_account, sent, without_email)
-
-    def _selected_users(self: CampusApplication, account_id: UUID, logins: list[str]) -> list[DirectoryUser]:
-        errors, users, seen = [], [], set()
-        for index, login in enumerate(logins):
-            try:
-                user = self.get_user(account_id, login)
-            except NotFound:
-                errors.append({"field": f"logins[{index}]", "message": f"no user with login {login!r}"})
-                continue
-            if user.id not in seen:
-                seen.add(user.id)
-                users.append(user)
-        if errors:
-            raise Invalid("; ".join(e["message"] for e in errors), errors=errors)
-        return users
 
     def _mail_connection_details(self: CampusApplication, account_id: UUID, user: DirectoryUser,
                                  mail_account: MailAccount, template: LetterTemplateView, establishment: str,
@@ -690,16 +675,13 @@ class MailUseCases:
             return 0
         keys = self._mail_keys()
         sent = 0
-        token = set_context(replace(current_context(), actor="mailer"))
-        try:
+        with context_changed(actor="mailer"):
             for message_id, created_at in keys.pending():
                 try:
                     sent += self._deliver_one(keys, message_id, created_at)
                 except Exception:  # noqa: BLE001 - one bad message must not stop the others
                     log.warning("mail_delivery_error", message_id=str(message_id), exc_info=True)
                     keys.release(message_id)
-        finally:
-            reset_context(token)
         return sent
 
     def _deliver_one(self: CampusApplication, keys: MailKeys, message_id: UUID, created_at: datetime) -> int:

@@ -28,7 +28,7 @@ by an automatic save. See docs/SCHOOL_YEAR.md.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -45,7 +45,7 @@ from campus.aggregates.planning import Planning
 from campus.aggregates.school_base import Base
 from campus.aggregates.school_year import YearChange, year_change_id
 from campus.backups import EVERY, boundaries
-from campus.context import current_context, reset_context, set_context
+from campus.context import context_changed
 from campus.errors import Conflict, Invalid, NotFound
 
 if TYPE_CHECKING:
@@ -449,8 +449,7 @@ class SchoolYearUseCases:
         lock, _, settled = self._sy_year_state()
         done: list[dict[str, Any]] = []
         with lock:
-            token = set_context(replace(current_context(), actor="scheduler"))
-            try:
+            with context_changed(actor="scheduler"):
                 now = self.clock.now()
                 for planning_id in self.history.all_aggregate_ids("Planning"):
                     try:
@@ -459,8 +458,6 @@ class SchoolYearUseCases:
                         self._sy_notify(planning_id, ran)
                     except Exception:
                         log.warning("school_year_operation_failed", planning_id=str(planning_id), exc_info=True)
-            finally:
-                reset_context(token)
         return done
 
     def _sy_run_due_for_planning(self: CampusApplication, planning_id: UUID, now: datetime,

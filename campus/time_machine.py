@@ -21,7 +21,7 @@ from uuid import UUID
 from campus.aggregates.planning import Planning
 from campus.aggregates.school_base import Base
 from campus.projections.timeline import BaseAt
-from campus.context import current_context, reset_context, set_context
+from campus.context import context_changed
 from campus.errors import Conflict, Invalid, NotFound
 from campus.records import KINDS
 
@@ -100,8 +100,7 @@ class TimeMachineUseCases:
         if not earliest <= as_of <= latest:
             raise Invalid.field("as_of", f"must be between {earliest.isoformat()} and {latest.isoformat()} "
                                          "(the last 30 days, not before the base existed)")
-        token = set_context(_with_reason(reason_with_kinds(reason, kinds)))
-        try:
+        with context_changed(reason=reason_with_kinds(reason, kinds)):
             if self.get_planning(account_id, planning_id).in_service:
                 raise Conflict("stop the server before restoring its base (PUT …/server {\"state\": \"stopped\"})",
                                code="server_in_service")
@@ -123,8 +122,6 @@ class TimeMachineUseCases:
                 return current, self.now()
 
             return self._run(account_id, body)
-        finally:
-            reset_context(token)
 
     def diff_base(self: CampusApplication, account_id: UUID, planning_id: UUID, start: datetime,
                   end: datetime) -> dict[str, Any]:
@@ -179,9 +176,3 @@ def reason_with_kinds(reason: str | None, kinds: list[str] | None) -> str | None
     if kinds is None:
         return reason
     return f"{reason + ' ' if reason else ''}[only: {', '.join(kinds)}]"
-
-
-def _with_reason(reason: str | None):  # noqa: ANN202
-    from dataclasses import replace
-
-    return replace(current_context(), reason=reason)

@@ -19,7 +19,7 @@ stops at once. Failed passwords and PINs are counted per client address by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 from uuid import UUID

@@ -248,18 +248,10 @@ class HistoryView(StoreTables):
         if q.types:
             where.append(f"type IN ({','.join('?' * len(q.types))})")
             params += list(q.types)
-        if q.actor:
-            where.append("actor = ?")
-            params.append(q.actor)
-        if q.aggregate_id:
-            where.append("aggregate_id = ?")
-            params.append(q.aggregate_id)
-        if q.planning_id:
-            where.append("planning_id = ?")
-            params.append(q.planning_id)
-        if q.base_id:
-            where.append("base_id = ?")
-            params.append(q.base_id)
+        for column in ("actor", "aggregate_id", "planning_id", "base_id"):
+            if value := getattr(q, column):
+                where.append(f"{column} = ?")
+                params.append(value)
         if q.since:
             where.append("timestamp >= ?")
             params.append(iso(q.since))

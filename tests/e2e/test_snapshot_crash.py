@@ -59,10 +59,10 @@ WRITER = textwrap.dedent('''
             os.write(done, b"%d\\n" % i)  # after the rename: the target holds i from now on
             i += 1
 
-    def hold(path):
+    def hold(path, ready):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)  # what a live writer holds on its .part
-        os.write(1, b"held\\n")
+        os.write(ready, b"x")
         signal.pause()
 
     for line in sys.stdin:
@@ -71,13 +71,21 @@ WRITER = textwrap.dedent('''
             _, status = os.waitpid(int(args[0]), 0)
             print(f"signal {os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0}", flush=True)
             continue
+        ready, holding = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
-                write_forever(*args[:1], int(args[1]), args[2]) if command == "write" else hold(args[0])
+                write_forever(*args[:1], int(args[1]), args[2]) if command == "write" else hold(args[0], holding)
             finally:
                 os._exit(0)
-        print(pid, flush=True)
+        # Only this process writes to stdout, one whole line at a time (a child writing too could
+        # land in the middle of a line).
+        os.write(1, b"%d\\n" % pid)
+        if command == "hold":
+            os.read(ready, 1)
+            os.write(1, b"held\\n")
+        os.close(ready)
+        os.close(holding)
 ''')
 
 ROUNDS = 30

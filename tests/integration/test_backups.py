@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from api_helpers import cheap_argon2, login_with_certificate, make_client
 from school_helpers import add_record, campus_school, service_school, set_server
 
+from campus.aggregates.backup import Backup
 from campus.application import CampusApplication
 from campus.backups import boundaries
 from campus.cli import main as cli_main
@@ -234,15 +235,19 @@ def test_another_tenants_backup_is_not_found(school: Any) -> None:
     assert cs.client.get(_url(other), headers=other.console).json() == {"backups": []}
 
 
-def test_snapshots_verify_reports_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _two_saves(tmp_path: Path) -> tuple[Settings, Backup, Backup]:
+    """A school with two saves on request, its application closed again."""
     settings = Settings(data_dir=tmp_path / "var", snapshots_dir=tmp_path / "snapshots")
     app = CampusApplication(settings, clock=ManualClock(START))
     try:
         account_id, planning_id = service_school(app)
-        good = app.take_backup(account_id, planning_id)
-        bad = app.take_backup(account_id, planning_id)
+        return settings, app.take_backup(account_id, planning_id), app.take_backup(account_id, planning_id)
     finally:
         app.close()
+
+
+def test_snapshots_verify_reports_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings, good, bad = _two_saves(tmp_path)
     files_only = ["snapshots", "verify", "--snapshots-dir", str(settings.snapshots_dir),
                   "--data-dir", str(tmp_path / "nowhere")]
     assert cli_main(files_only) == 0
@@ -256,14 +261,7 @@ def test_snapshots_verify_reports_bad_files(tmp_path: Path, capsys: pytest.Captu
 
 def test_verify_reports_orphans_and_the_next_start_removes_them(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(data_dir=tmp_path / "var", snapshots_dir=tmp_path / "snapshots")
-    app = CampusApplication(settings, clock=ManualClock(START))
-    try:
-        account_id, planning_id = service_school(app)
-        kept = app.take_backup(account_id, planning_id)
-        lost = app.take_backup(account_id, planning_id)
-    finally:
-        app.close()
+    settings, kept, lost = _two_saves(tmp_path)
     folder = settings.snapshots_dir
     args = ["snapshots", "verify", "--snapshots-dir", str(folder), "--data-dir", str(settings.data_dir)]
     assert cli_main(args) == 0
@@ -272,9 +270,9 @@ def test_verify_reports_orphans_and_the_next_start_removes_them(
     # What a crash leaves: a file whose Backup.Taken was never saved, an unfinished write;
     # and a file lost by hand. A folder of an account this store does not know is not ours.
     data = (folder / kept.file).read_bytes()
-    orphan = f"{account_id}/{uuid4()}.campus"
+    orphan = f"{kept.account_id}/{uuid4()}.campus"
     (folder / orphan).write_bytes(data)
-    unfinished = f"{account_id}/{uuid4()}.campus.part"
+    unfinished = f"{kept.account_id}/{uuid4()}.campus.part"
     (folder / unfinished).write_bytes(data[: len(data) // 2])
     foreign = f"{uuid4()}/{uuid4()}.campus"
     (folder / foreign).parent.mkdir()

@@ -7,7 +7,6 @@ bodies, the events the history records.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +22,6 @@ from api_helpers import (
     create_superadministrator,
     history,
     list_plannings,
-    make_client,
     operator_headers,
 )
 from school_helpers import create_base, set_server
@@ -514,16 +512,7 @@ def test_another_school_sees_nothing_and_a_consultation_user_is_refused(client: 
 
 
 # -- the event log --------------------------------------------------------------------------------------------
-@pytest.fixture
-def service(settings: Settings, clock: ManualClock) -> Iterator[CampusApplication]:
-    application = CampusApplication(settings, clock=clock)
-    try:
-        yield application
-    finally:
-        application.close()
-
-
-def test_old_streams_replay_and_every_change_reads_back_from_the_store(service: CampusApplication,
+def test_old_streams_replay_and_every_change_reads_back_from_the_store(app: CampusApplication,
                                                                        settings: Settings,
                                                                        clock: ManualClock) -> None:
     """A planning with no publication event (every stream written before this feature) answers the
@@ -531,21 +520,21 @@ def test_old_streams_replay_and_every_change_reads_back_from_the_store(service: 
     SQLite and PostgreSQL."""
     from school_helpers import service_school
 
-    account_id, planning_id = service_school(service)  # Campus edition: in service, so published
-    _, before = service.publication(account_id, planning_id)
+    account_id, planning_id = service_school(app)  # Campus edition: in service, so published
+    _, before = app.publication(account_id, planning_id)
     assert before["state"] == "published" and before["spaces"][0]["publish"] is True
     clock.advance(timedelta(minutes=5))
-    service.set_publication_state(account_id, planning_id, "stopped")
-    service.change_publication_settings(account_id, planning_id, {
+    app.set_publication_state(account_id, planning_id, "stopped")
+    app.change_publication_settings(account_id, planning_id, {
         "spaces": {"guests": False}, "public_url": "https://espaces.lycee.fr/",
         "common_page": {"background_color": "#000000", "height": {"mode": "fixed", "value": 80}}})
-    _, _, delegation_id = service.add_delegation(account_id, planning_id, name="ENT", protocol="saml2",
+    _, _, delegation_id = app.add_delegation(account_id, planning_id, name="ENT", protocol="saml2",
                                                  urls={"metadata_url": "https://idp.ent.fr/metadata"})
-    service.set_delegation_active(account_id, planning_id, delegation_id, True)
-    service.set_space_delegations(account_id, planning_id, {"teachers": {"delegation_id": delegation_id,
+    app.set_delegation_active(account_id, planning_id, delegation_id, True)
+    app.set_space_delegations(account_id, planning_id, {"teachers": {"delegation_id": delegation_id,
                                                                          "allow_direct": False}})
-    service.set_publication_state(account_id, planning_id, "published")
-    planning, after = service.publication(account_id, planning_id)
+    app.set_publication_state(account_id, planning_id, "published")
+    planning, after = app.publication(account_id, planning_id)
 
     again = CampusApplication(settings, clock=clock)
     try:
