@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hmac
 import re
-import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +18,8 @@ from typing import Any, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import RecordConflictError, Transcoder
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
+from eventsourcing.persistence import Transcoder
 from eventsourcing.utils import Environment
 
 from campus.aggregates.account import HostingAccount, account_id_for, default_licence
@@ -36,12 +34,14 @@ from campus.backups import BackupUseCases
 from campus.bases import BaseCache, BaseUseCases
 from campus.exchange import ExchangeUseCases
 from campus.login_guard import FailureKind, LoginGuardUseCases
-from campus.mail import MailUseCases
+from campus.mail import MailKeys, MailUseCases
 from campus.publication import PublicationUseCases
 from campus.school_year import SchoolYearUseCases
 from campus.time_machine import TimeMachineUseCases
 from campus.user_sessions import UserSessionUseCases
 from campus.clock import Clock, FrozenClock, SystemClock, current_clock, reset_clock, use_clock
+from campus.command_path import CommandPath, current_scope
+from campus.locks import StoreLocks
 from campus.context import set_actor
 from campus.errors import Conflict, Invalid, NotFound, PreconditionFailed, Unauthenticated
 from campus.projections.history import HistoryQuery, HistoryView
@@ -62,7 +62,6 @@ A = TypeVar("A", bound=CampusAggregate)
 
 DOMAIN_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 LOGIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-CONFLICT_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -99,14 +98,18 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
         env = settings.persistence_env()
         if not settings.uses_postgres:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        elif env.get("POSTGRES_SCHEMA"):
-            _create_schema(env)
-        super().__init__(env=env)
-        self._locks: defaultdict[Any, threading.RLock] = defaultdict(threading.RLock)
-        self._locks_guard = threading.Lock()
-        self.history = HistoryView(self)
-        self.timeline = TimelineView(self)
+        self.locks = StoreLocks(env, settings.data_dir)
+        # Servers started together on an empty store: one at a time creates the schema and tables.
+        with self.locks.exclusive("create-tables"):
+            if settings.uses_postgres and env.get("POSTGRES_SCHEMA"):
+                _create_schema(env)
+            super().__init__(env=env)
+            self.commands = CommandPath(self)
+            self.history = HistoryView(self)
+            self.timeline = TimelineView(self)
+            MailKeys.create_table(self)
         self.base_cache = BaseCache(self)
+        self.commands.on_failure_forget(self.base_cache.forget)
 
     # -- infrastructure hooks ------------------------------------------------
     def construct_env(self, name: str, env: Any = None) -> Environment:
@@ -116,17 +119,31 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
     def construct_transcoder(self) -> Transcoder:
         return MsgpackTranscoder()
 
-    # -- command plumbing ----------------------------------------------------
-    @contextmanager
-    def _command(self, tenant: Any) -> Iterator[None]:
-        """Serialise a tenant's commands in this process and give the command one instant.
+    def construct_repository(self) -> Repository:
+        return CommandRepository(event_store=self.events, snapshot_store=self.snapshots)
 
-        Every event of a command carries the same timestamp (read once from the
-        clock), so a point-in-time read never sees half of a command.
-        """
-        with self._locks_guard:
-            lock = self._locks[tenant]
-        with lock:
+    # -- command plumbing (campus/command_path.py) -----------------------------
+    def _run(self, tenant: Any, body: Callable[[], Any]) -> Any:
+        """Run a command of `tenant`'s school: see :class:`~campus.command_path.CommandPath`."""
+        return self.commands.run(tenant, body)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list:
+        """Inside a command: collect the events for the command's one append. Outside: a command of its own."""
+        scope = current_scope()
+        if scope is not None:
+            self.commands.collect(scope, objs)
+            return []
+        tenant = next((getattr(o, "account_id", None) for o in objs if o is not None), None)
+        return self._run(tenant, lambda: self.save(*objs))
+
+    @contextmanager
+    def _reading(self, tenant: Any) -> Iterator[None]:
+        """Read a school's cached aggregates (its bases) while no command of this process changes them,
+        with one instant for the whole read."""
+        with self.locks.school_slot(tenant):
+            if isinstance(current_clock(), FrozenClock):  # inside a command: keep its instant
+                yield
+                return
             token = use_clock(FrozenClock(self.clock.now()))
             try:
                 yield
@@ -137,21 +154,6 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
         """The current command's instant, or the clock's outside a command."""
         clock = current_clock()
         return clock.now() if isinstance(clock, FrozenClock) else self.clock.now()
-
-    def _run(self, tenant: Any, body: Callable[[], Any]) -> Any:
-        """Run a command, re-running it if another writer got there first."""
-        with self._command(tenant):
-            for attempt in range(CONFLICT_RETRIES):
-                try:
-                    return body()
-                except RecordConflictError:
-                    self.base_cache.drop()
-                    if attempt == CONFLICT_RETRIES - 1:
-                        raise Conflict("the object was changed concurrently; retry the request") from None
-                except BaseException:
-                    self.base_cache.drop_dirty()
-                    raise
-        raise AssertionError("unreachable")
 
     def _get(self, cls: type[A], aggregate_id: UUID, account_id: UUID, what: str) -> A:
         try:
@@ -231,14 +233,23 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
     ) -> ConsoleLogin:
         # An unknown number is guarded under the id its account would have: it answers like a wrong password.
         tenant = account_id_for(hosting_number)
-        self.refuse_if_suspended(tenant)
+        self.refuse_if_suspended(tenant, console=True)  # also: too many failed console logins from here
         try:
             account = self.account_by_number(hosting_number)
         except NotFound:
             account = None
-        if account is None or not verify_secret(account.console_password_hash if account else None, password):
-            self.authentication_failed(tenant, FailureKind.CONSOLE_PASSWORD, hosting_number, Unauthenticated(
-                "the hosting number or the console password is wrong", code="invalid_credentials"))
+        # The same check either way: an unknown number verifies against a fixed dummy argon2 hash
+        # (verify_secret(None, …)), so the time of the answer does not tell whether the number exists.
+        self.check_secret(tenant, account.console_password_hash if account else None, password,
+                          FailureKind.CONSOLE_PASSWORD, hosting_number, Unauthenticated(
+                              "the hosting number or the console password is wrong", code="invalid_credentials"))
+        assert account is not None  # (an unknown number never passes the check)
+        # The invoice number is checked before the command: a failure is counted, whatever the command does.
+        certified = bool(certificate) and token_digest(certificate) in account.certificate_digests
+        if not certified and invoice_number:
+            self.check_secret(tenant, account.invoice_number_hash, invoice_number, FailureKind.INVOICE_NUMBER,
+                              hosting_number, Unauthenticated("the invoice number is wrong",
+                                                              code="invalid_invoice_number"))
         set_actor(f"manager:{account.hosting_number}")
 
         def body() -> ConsoleLogin:
@@ -247,9 +258,9 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
             if certificate and token_digest(certificate) in current.certificate_digests:
                 pass
             elif invoice_number:
-                if not verify_secret(current.invoice_number_hash, invoice_number):
-                    self.authentication_failed(tenant, FailureKind.INVOICE_NUMBER, hosting_number, Unauthenticated(
-                        "the invoice number is wrong", code="invalid_invoice_number"))
+                if certified and not verify_secret(current.invoice_number_hash, invoice_number):
+                    # (its certificate was removed meanwhile, so the invoice number was not checked above)
+                    raise Unauthenticated("the invoice number is wrong", code="invalid_invoice_number")
                 issued = new_token()
                 current.install_certificate(certificate_digest=token_digest(issued), installed_at=self.now())
             else:
@@ -658,6 +669,17 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
         return self.history.query(query)
 
 
+class CommandRepository(Repository):
+    """The library's repository, which inside a command gives back the aggregates the command has
+    already saved (their events wait for the command's one append), not their stored versions."""
+
+    def get(self, aggregate_id: Any, *, version: int | None = None, **kwargs: Any) -> Any:
+        scope = current_scope()
+        if version is None and scope is not None and aggregate_id in scope.saved:
+            return scope.saved[aggregate_id]
+        return super().get(aggregate_id, version=version, **kwargs)
+
+
 def check_if_match(current: str, if_match: str | None) -> None:
     """Refuse (412) a change whose If-Match does not name the current ETag."""
     if if_match is None:
@@ -688,12 +710,11 @@ def _time_zones() -> set[str]:
 
 
 def _required_text(field: str, value: Any, max_length: int) -> str:
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        raise Invalid.field(field, "must not be empty")
-    if len(text) > max_length:
-        raise Invalid.field(field, f"must be at most {max_length} characters")
-    return text
+    """A required name: 422 naming `field` if it shows nothing (empty, spaces, zero-width or control
+    characters only) or is too long; trimmed of invisible characters at both ends (campus/text.py)."""
+    from campus.text import required_text
+
+    return required_text(field, value, max_length)
 
 def _create_schema(env: dict[str, str]) -> None:
     """The library creates its tables but not a named schema: create that first."""

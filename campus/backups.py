@@ -11,16 +11,25 @@ Retention keeps the newest 12 saves and 30 archives per planning: older ones
 are ``Discarded`` and their file deleted; events are never deleted.
 
 A file is never served or restored unless its size and SHA-256 match what was
-recorded when it was taken. When it does not (or is missing), the backup is
-marked (``Backup.FoundDamaged``, logged) and a restore from it falls back to the
-event log: the base's state at the backup's ``taken_at`` is replayed, and the
-answer says so.
+recorded when it was taken. When it does not, the backup is marked
+(``Backup.FoundDamaged``, logged); a file missing from this server's snapshot
+storage is logged and answered 410, not recorded. Either way a restore from it
+falls back to the event log: the base's state at the backup's ``taken_at`` is
+replayed, and the answer says so.
 
 Crash safety: the writer holds an advisory lock (``flock``) on the file from its
 ``.part`` until the ``Backup.Taken`` event is saved; the kernel drops it when
 the process dies, even by SIGKILL. At start-up (and in ``campus snapshots
 verify``) an unlocked ``.part`` is an interrupted write and an unlocked file no
-live backup records is an orphan: both are removed at start-up.
+live backup records is an orphan: both are removed by the clean-up.
+
+Many servers, one scheduler (issue 9): scheduled saves and archives, the
+school-year operations and the clean-ups run in the one process holding the
+"scheduler" lease (:class:`Scheduler`); another takes over within seconds when
+it dies. A scheduled backup's id is a natural id of (planning, kind, slot), so
+the same slot can never be recorded twice, whoever takes it. A file missing from
+this server's snapshot storage is reported here (410), never recorded as damage
+for every server. See docs/BACKUPS.md.
 """
 
 from __future__ import annotations
@@ -31,7 +40,8 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,11 +49,10 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import structlog
-
-from campus.background import run_every
 from eventsourcing.application import AggregateNotFoundError
 
-from campus.aggregates.backup import Backup
+from campus.aggregates.backup import MISSING, Backup
+from campus.aggregates.core import natural_id
 from campus.aggregates.planning import Planning
 from campus.aggregates.school_base import Base
 from campus.context import context_changed
@@ -66,10 +75,17 @@ log = structlog.get_logger("campus.backups")
 
 KEEP = {"save": 12, "archive": 30}
 EVERY = {"save": timedelta(hours=2), "archive": timedelta(days=1)}
-SCHEDULER_SECONDS = 60
+SCHEDULER_SECONDS = 60  # the schedule's rounds, in the process holding the scheduler's lease
+SCHEDULER_LEASE = "scheduler"
+LEASE_RETRY_SECONDS = 5.0  # a server without the lease tries to take it this often
+CLEANUP_SECONDS = 3600.0  # the holder's clean-up of the snapshots folder (and at once when it takes the lease)
+# PostgreSQL servers may share the snapshots folder from several machines, where a file lock taken on one
+# may not be seen on another: a file a writer left is removed only once it is this old (and unlocked).
+SHARED_STORAGE_GRACE_SECONDS = 600.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HASH_CHUNK = 1024 * 1024
 PART = ".part"  # an unfinished write: <backup id>.campus.part
+_NEW_PART_SECONDS = 5.0  # a scheduled slot's .part younger than this may be a writer's that is not locked yet
 
 
 class Gone(CampusError):
@@ -81,6 +97,21 @@ class Gone(CampusError):
 
 class BackupUnreadable(Conflict):
     """The backup's file does not match its recorded size and SHA-256 (409)."""
+
+
+class TimelineBehind(Exception):
+    """The timeline has not projected the base up to a slot yet: the slot waits for the next round."""
+
+
+class SlotTaken(Exception):
+    """A scheduled slot is taken, or being taken, by another writer: its ``Backup`` exists, or its file
+    (or unfinished write) is there and locked. Not an error: the slot is skipped."""
+
+
+def scheduled_backup_id(planning_id: UUID, kind: str, at: datetime) -> UUID:
+    """The id of the scheduled `kind` of `planning_id` at the slot `at`: the same in every server, so a
+    slot is recorded once (a second ``Backup.Taken`` is a version-1 conflict)."""
+    return natural_id("scheduled-backup", planning_id, kind, at.astimezone(UTC).isoformat())
 
 
 def boundaries(kind: str, after: datetime, until: datetime) -> list[datetime]:
@@ -115,7 +146,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_backup_file(snapshot: BaseFile, path: Path) -> Iterator[tuple[str, int]]:
+def atomic_backup_file(snapshot: BaseFile, path: Path, *, exclusive: bool = False,
+                       min_age: float = 0.0) -> Iterator[tuple[str, int]]:
     """Write `snapshot` to `path` atomically; yield (SHA-256, size) of the whole file while holding it.
 
     ``<path>.part`` is created and locked (``flock``), written, fsynced, renamed
@@ -124,10 +156,17 @@ def atomic_backup_file(snapshot: BaseFile, path: Path) -> Iterator[tuple[str, in
     one. The lock is held until the ``with`` block ends (the caller saves the
     ``Backup.Taken`` event inside it), so start-up cleanup can tell a live
     writer's files from a dead one's. If the block fails, the new file is removed.
+
+    `exclusive` (a scheduled slot, whose path is the same for every server): never
+    overwrite. The ``.part`` is created only if absent (a dead writer's is replaced,
+    a live one's raises :class:`SlotTaken`) and linked to `path` only if `path` does
+    not exist (else :class:`SlotTaken`); what another writer wrote is never touched. A
+    dead writer's ``.part`` is replaced only once unchanged for `min_age` seconds.
     """
     prepared = prepare(snapshot)
     partial = path.with_name(path.name + PART)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = _create_exclusive(partial, min_age) if exclusive else os.open(
+        partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     written = partial
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -141,15 +180,59 @@ def atomic_backup_file(snapshot: BaseFile, path: Path) -> Iterator[tuple[str, in
                 size += len(chunk)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(partial, path)
-        written = path
+        if exclusive:
+            if os.fstat(fd).st_ino != os.stat(partial).st_ino:
+                raise OSError(f"{partial} was replaced while it was being written; retry")
+            try:
+                os.link(partial, path)  # atomic, and never over an existing file
+            except FileExistsError:
+                raise SlotTaken(f"{path.name} exists already") from None
+            written = path
+            partial.unlink()
+        else:
+            os.replace(partial, path)
+            written = path
         _fsync_dir(path.parent)
         yield digest.hexdigest(), size
     except BaseException:
-        written.unlink(missing_ok=True)
+        _unlink_if_ours(written, fd)  # never what another writer put there meanwhile
         raise
     finally:
         os.close(fd)  # releases the lock
+
+
+def _unlink_if_ours(path: Path, fd: int) -> None:
+    try:
+        here, ours = os.stat(path), os.fstat(fd)
+        if (here.st_dev, here.st_ino) == (ours.st_dev, ours.st_ino):
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _create_exclusive(partial: Path, min_age: float) -> int:
+    """Create `partial` for writing if it does not exist; replace a dead writer's (unlocked, unchanged
+    for `min_age` seconds); SlotTaken otherwise."""
+    for _ in range(2):
+        try:
+            return os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            with _unless_locked(partial) as dead:
+                # A writer that has just created its .part has not locked it yet: a few seconds' grace.
+                if not dead or not _old_enough(partial, max(min_age, _NEW_PART_SECONDS)):
+                    raise SlotTaken(f"{partial.name} is being written by another process") from None
+                partial.unlink(missing_ok=True)  # what a writer killed during this slot left
+    raise SlotTaken(f"{partial.name} keeps appearing: another process is writing the slot")
+
+
+def _old_enough(path: Path, min_age: float) -> bool:
+    """Whether `path` was last modified at least `min_age` seconds ago (wall clock, as file times are)."""
+    if min_age <= 0:
+        return True
+    try:
+        return time.time() - path.stat().st_mtime >= min_age
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager
@@ -171,16 +254,20 @@ def _unless_locked(path: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def remove_unfinished_writes(folder: Path) -> list[Path]:
+def remove_unfinished_writes(folder: Path, min_age: float = 0.0) -> list[Path]:
     """Delete every ``*.campus.part`` under `folder` whose writer is gone; return them.
 
     A ``.part`` a live process is still writing is locked and left alone, so
-    this is safe while other servers share the folder.
+    this is safe while other servers of this machine share the folder. With
+    `min_age`, a ``.part`` must also not have changed for that many seconds (a
+    writer on another machine, whose lock this one may not see).
     """
     removed = []
     if not folder.is_dir():
         return removed
     for path in sorted(folder.rglob(f"*{SUFFIX}{PART}")):
+        if not _old_enough(path, min_age):
+            continue
         with _unless_locked(path) as dead:
             if dead:
                 path.unlink(missing_ok=True)
@@ -298,8 +385,9 @@ class BackupUseCases:
         try:
             sha256, size = file_digest(path)
         except FileNotFoundError:
-            raise Gone(f"the file of backup {backup.name!r} is missing ({backup.file})",
-                       code="backup_file_missing") from None
+            raise Gone(f"the file of {backup.kind} {backup.name!r} is not on this server's snapshot storage "
+                       f"({backup.file}); nothing was recorded: the servers of one store must share their "
+                       "snapshots folder, and the operator must look for the file", code=MISSING) from None
         if (sha256, size) != (backup.sha256, backup.size):
             raise BackupUnreadable(f"the file of backup {backup.name!r} is corrupted: its size or SHA-256 no "
                                    "longer matches what was written; it is not served",
@@ -307,10 +395,17 @@ class BackupUseCases:
         return path
 
     def trusted_backup_path(self: CampusApplication, backup: Backup) -> Path:
-        """:meth:`verified_backup_path`; a file that fails is logged and its backup marked damaged."""
+        """:meth:`verified_backup_path`. A file that is there but altered is logged and its backup marked
+        damaged (for every server: the file is shared); a file missing from this server's snapshot
+        storage is only logged, for the operator (another server may well have it: a storage problem
+        of this machine is not a fact about the backup)."""
         try:
             return self.verified_backup_path(backup)
-        except (Gone, BackupUnreadable) as exc:
+        except Gone:
+            log.warning("backup_file_missing", account_id=str(backup.account_id), backup_id=str(backup.id),
+                        kind=backup.kind, file=backup.file, snapshots_dir=str(self.settings.snapshots_dir))
+            raise
+        except BackupUnreadable as exc:
             self._report_damaged(backup, exc.code or "backup_corrupted", exc.detail)
             raise
 
@@ -338,18 +433,26 @@ class BackupUseCases:
     # -- taking ------------------------------------------------------------------------------
     def _record_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, snapshot: BaseFile,
                        *, kind: str, name: str, taken_at: datetime, position: int, scheduled: bool,
-                       kept: bool = False) -> Backup:
+                       kept: bool = False, backup_id: UUID | None = None) -> Backup:
         """Write the file, then save ``Backup.Taken`` while still holding the file's lock
-        (a failed save removes the file; a crash leaves an orphan that start-up removes)."""
-        backup_id = uuid4()
+        (a failed save removes the file; a crash leaves an orphan that the clean-up removes).
+
+        With `backup_id` (a scheduled slot's natural id) the file is written exclusively and the
+        backup recorded only if it does not exist yet: :class:`SlotTaken` otherwise."""
+        exclusive = backup_id is not None
+        backup_id = backup_id or uuid4()
         folder = self.settings.snapshots_dir / str(account_id)
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             _fsync_dir(folder.parent)
         relative = f"{account_id}/{backup_id}{SUFFIX}"
-        with atomic_backup_file(snapshot, self.settings.snapshots_dir / relative) as (sha256, size):
+        path = self.settings.snapshots_dir / relative
+        with atomic_backup_file(snapshot, path, exclusive=exclusive,
+                                min_age=self._snapshot_grace()) as (sha256, size):
 
             def body() -> Backup:
+                if exclusive and backup_id in self.repository:  # re-run after a conflict, or a late writer
+                    raise SlotTaken(f"{kind} {name!r} is recorded already")
                 backup = Backup._create(Backup.Taken, id=backup_id, account_id=account_id, planning_id=planning_id,
                                 base_id=snapshot.base_id, kind=kind, name=name, taken_at=taken_at,
                                 version=snapshot.position, position=position, file=relative, sha256=sha256,
@@ -360,6 +463,33 @@ class BackupUseCases:
             backup = self._run(account_id, body)
         self._backup_cache()[backup.id] = backup
         return backup
+
+    def _take_slot(self: CampusApplication, planning: Planning, base_id: UUID, kind: str,
+                   at: datetime) -> Backup | None:
+        """Take the scheduled `kind` of the planning at the slot `at` (the base's state at `at`), unless
+        it is taken already (None). Raises :class:`TimelineBehind` if the timeline cannot say yet."""
+        backup_id = scheduled_backup_id(planning.id, kind, at)
+        if backup_id in self.repository:
+            return None
+        past = self.timeline.base_at(base_id, at)
+        if past is None:
+            raise TimelineBehind(f"the timeline has no state of base {base_id} at {at.isoformat()} yet")
+        snapshot = base_file_at(self.timeline, past, at)
+        when = f"{at:%Y-%m-%d}" if kind == "archive" else f"{at:%Y-%m-%d %H:%M} UTC"
+        relative = f"{planning.account_id}/{backup_id}{SUFFIX}"
+        for attempt in (1, 2):
+            try:
+                return self._record_backup(planning.account_id, planning.id, snapshot, kind=kind,
+                                           name=f"{snapshot.name} — {kind} of {when}", taken_at=at,
+                                           position=past.position, scheduled=True, backup_id=backup_id)
+            except SlotTaken:
+                # A file at the slot's path that no live writer holds and no backup records is what a
+                # holder of the lease killed between writing and recording left: replace it, once.
+                if attempt == 2 or not self._remove_orphan(relative, self._snapshot_grace()):
+                    log.info("scheduled_backup_already_taken", planning_id=str(planning.id), kind=kind,
+                             slot=at.isoformat())
+                    return None
+        return None
 
     def take_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, kind: str = "save",
                     before: str | None = None) -> Backup:
@@ -372,7 +502,7 @@ class BackupUseCases:
         planning = self.get_planning(account_id, planning_id)
         if planning.base_id is None:
             raise NotFound(f"planning {planning.name!r} has no base yet: create or load one")
-        with self._command(account_id):
+        with self._reading(account_id):
             taken_at = self.now()
             snapshot = snapshot_of(self.get_base(account_id, planning.base_id), taken_at)
             found = self.history.version_at(snapshot.base_id, taken_at)
@@ -384,12 +514,14 @@ class BackupUseCases:
 
     # -- the schedule ----------------------------------------------------------------------------
     def run_due_backups(self: CampusApplication) -> list[Backup]:
-        """Take every scheduled save and archive due since the last run, then apply retention.
+        """Take every scheduled save and archive due, then apply retention.
 
-        For each planning in service, the boundaries passed since the newest
-        scheduled backup of each kind of its current base (or since the base's
-        creation, at most the number retention keeps) are each taken with the
-        base's state at that boundary. Safe to call at any pace: it catches up.
+        For each planning in service, every boundary of the window retention keeps
+        (the last 12 two-hour boundaries, the last 30 midnights, none before the
+        current base was created) that no scheduled backup of the planning holds
+        yet is taken with the base's state at that boundary. Safe to call at any
+        pace, and from several servers at once: a slot's backup has the slot's
+        natural id, so it is taken once.
         """
         taken: list[Backup] = []
         with context_changed(actor="scheduler"):
@@ -407,60 +539,86 @@ class BackupUseCases:
         account_id, base_id = planning.account_id, planning.base_id
         now = self.clock.now()
         backups = self._backups_of(account_id, planning.id)
-        with self._command(account_id):
+        with self._reading(account_id):
             created_on = self.get_base(account_id, base_id).created_on
+        # A slot is the planning's, whichever base it was taken of (its id says so too). Every slot of the
+        # window retention keeps that is not taken is due: one a server could not take is taken later.
+        taken_slots = {(b.kind, b.taken_at) for b in backups if b.scheduled}
         due: list[tuple[datetime, str]] = []
-        for kind in KEEP:
-            done = [b.taken_at for b in backups if b.kind == kind and b.scheduled and b.base_id == base_id]
-            after = max([created_on, *done])
-            due += [(at, kind) for at in boundaries(kind, after, now)[-KEEP[kind]:]]
+        for kind, keep in KEEP.items():
+            start = max(created_on, now - keep * EVERY[kind])
+            due += [(at, kind) for at in boundaries(kind, start, now) if (kind, at) not in taken_slots]
         due.sort()
         taken = []
-        for at, kind, snapshot, position in self._states_at(base_id, due):
-            when = f"{at:%Y-%m-%d}" if kind == "archive" else f"{at:%Y-%m-%d %H:%M} UTC"
-            taken.append(self._record_backup(account_id, planning.id, snapshot, kind=kind,
-                                             name=f"{snapshot.name} — {kind} of {when}", taken_at=at,
-                                             position=position, scheduled=True))
-        if taken:
+        for at, kind in due:
+            try:
+                backup = self._take_slot(planning, base_id, kind, at)
+            except TimelineBehind:
+                # Never skip a slot: a later one taken first would make this one look done.
+                log.info("scheduled_backup_waits_for_timeline", planning_id=str(planning.id), slot=at.isoformat())
+                break
+            if backup is not None:
+                taken.append(backup)
+        live = [b for b in backups if not b.discarded and not b.kept]
+        if taken or any(sum(b.kind == kind for b in live) > keep for kind, keep in KEEP.items()):
             self._apply_retention(account_id, planning.id)
         return taken
 
-    def _states_at(self: CampusApplication, base_id: UUID,
-                   due: list[tuple[datetime, str]]) -> Iterator[tuple[datetime, str, BaseFile, int]]:
-        """The base as a file's content at each instant, read from the timeline (no replay:
-        a base with a long history costs what its records cost, not what its history costs)."""
-        for at, kind in due:
-            past = self.timeline.base_at(base_id, at)
-            if past is not None:
-                yield at, kind, base_file_at(self.timeline, past, at), past.position
-
     def _apply_retention(self: CampusApplication, account_id: UUID, planning_id: UUID) -> list[Backup]:
         """Keep the newest 12 saves and 30 archives of the planning; discard the others' files.
-        Archives of a school year (``kept``) are out of the count and never discarded."""
-        discarded = []
-        live = [b for b in self._backups_of(account_id, planning_id) if not b.discarded and not b.kept]
-        for kind, keep in KEEP.items():
-            of_kind = [b for b in live if b.kind == kind]
-            discarded += of_kind[:-keep] if len(of_kind) > keep else []
-        if not discarded:
-            return []
+        Archives of a school year (``kept``) are out of the count and never discarded.
+
+        The command decides on the backups as it reads them itself (under the school's guard, and
+        again if it is re-run after a conflict): a discard another server recorded meanwhile is
+        seen, so each discard is recorded once."""
+        candidates = [b.id for b in self._backups_of(account_id, planning_id) if not b.discarded and not b.kept]
         reason = "retention: the newest 12 saves and 30 archives are kept"
 
-        def body() -> None:
-            for backup in discarded:
+        def body() -> list[Backup]:
+            live: list[Backup] = [b for b in (self.repository.get(i) for i in candidates)
+                                  if not b.discarded and not b.kept]
+            live.sort(key=lambda b: (b.taken_at, b.created_on))
+            out: list[Backup] = []
+            for kind, keep in KEEP.items():
+                of_kind = [b for b in live if b.kind == kind]
+                out += of_kind[:-keep] if len(of_kind) > keep else []
+            for backup in out:
                 backup.discard(reason=reason)
-            self.save(*discarded)
+            if out:
+                self.save(*out)
+            return out
 
-        self._run(account_id, body)
+        if not candidates:
+            return []
+        discarded: list[Backup] = self._run(account_id, body)
+        cache = self._backup_cache()
         for backup in discarded:
+            cache[backup.id] = backup
             self.backup_path(backup).unlink(missing_ok=True)
         return discarded
 
+    # -- one scheduler for every server --------------------------------------------------------------
+    def _scheduler(self: CampusApplication) -> Scheduler:
+        scheduler = self.__dict__.get("_campus_scheduler")
+        if scheduler is None:
+            scheduler = self.__dict__.setdefault("_campus_scheduler", Scheduler(self))
+        return scheduler
+
+    def _scheduler_lease(self: CampusApplication) -> Any:
+        """The "scheduler" lease of this application (held while this process runs the schedule)."""
+        return self._scheduler().lease
+
+    def start_scheduler(self: CampusApplication, stop: threading.Event, every: float = SCHEDULER_SECONDS,
+                        retry: float = LEASE_RETRY_SECONDS) -> threading.Thread:
+        """The thread running the schedule (saves, archives, school-year operations, clean-ups) every
+        `every` seconds while this process holds the scheduler's lease, trying to take it every `retry`
+        seconds otherwise, until `stop` is set. One per application: a second call gives the same thread."""
+        return self._scheduler().start(stop, every, retry)
+
     def start_backup_scheduler(self: CampusApplication, stop: threading.Event,
                                every: float = SCHEDULER_SECONDS) -> threading.Thread:
-        """A daemon thread calling :meth:`run_due_backups` every minute until `stop` is set."""
-
-        return run_every(every, self.run_due_backups, stop, "backup-scheduler")
+        """The scheduler's thread (:meth:`start_scheduler`), which also runs the school-year operations."""
+        return self.start_scheduler(stop, every)
 
     # -- restoring ---------------------------------------------------------------------------------
     def restore_from_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, backup_id: UUID, *,
@@ -468,10 +626,10 @@ class BackupUseCases:
                             kinds: list[str] | None = None) -> BackupRestore:
         """Bring the planning's current base back to a save or an archive.
 
-        From its file when the file checks out; otherwise (missing, truncated,
-        altered) the backup is marked damaged and the base's state at the
-        backup's ``taken_at`` is rebuilt from the event log instead, and the
-        answer says so (``source``, ``warning``).
+        From its file when the file checks out; otherwise (missing from this
+        server's snapshot storage, truncated, altered: the last two mark the
+        backup damaged) the base's state at the backup's ``taken_at`` is rebuilt
+        from the event log instead, and the answer says so (``source``, ``warning``).
         """
         if not confirm:
             raise Invalid.field("confirm", "the restore replaces the base's current state: send \"confirm\": true")
@@ -482,7 +640,8 @@ class BackupUseCases:
             with open(path, "rb") as stream:
                 loaded = read_base_file(stream)
         except Gone:
-            return self._restore_from_log(account_id, planning_id, backup, "is missing", reason, kinds)
+            return self._restore_from_log(account_id, planning_id, backup,
+                                          "is missing from this server's snapshot storage", reason, kinds)
         except BackupUnreadable:
             return self._restore_from_log(account_id, planning_id, backup, "failed its checksum", reason, kinds)
         except FormatError as exc:  # matches what was written, yet unreadable: should never happen
@@ -571,28 +730,48 @@ class BackupUseCases:
         return backup
 
     def clean_snapshots(self: CampusApplication) -> dict[str, int]:
-        """At start-up: remove interrupted writes (``.part``) and orphan files whose writer is gone.
+        """At start-up (the app's lifespan, before the scheduler starts): remove interrupted writes
+        (``.part``) and orphan files whose writer is gone — in the process holding the scheduler's
+        lease only. It takes the lease if it is free and keeps it for the scheduler started next; a
+        server that does not get it leaves the folder to the holder, which cleans it every hour.
 
         An orphan is removed only in the folder of an account of this store (a
         folder shared with another deployment is never emptied), under its lock,
         after checking again that no backup records it: a writer holds the lock
         until its ``Backup.Taken`` is saved. Never fails the start: problems are logged.
         """
+        scheduler = self._scheduler()
+        if not scheduler.lead():
+            log.info("snapshot_cleanup_left_to_the_scheduler")
+            return {"unfinished": 0, "orphans": 0}
+        with scheduler.running:
+            counts = self._clean_snapshots_now()
+            scheduler.cleaned_at = time.monotonic()
+        return counts
+
+    def _snapshot_grace(self: CampusApplication) -> float:
+        """How old a file another writer left must be before it is removed or replaced: 0 on SQLite (every
+        server runs on the store's machine, where every writer's lock is seen), else
+        SHARED_STORAGE_GRACE_SECONDS (servers on several machines may not see each other's locks)."""
+        return SHARED_STORAGE_GRACE_SECONDS if self.locks.is_postgres else 0.0
+
+    def _clean_snapshots_now(self: CampusApplication) -> dict[str, int]:
         folder = self.settings.snapshots_dir
+        grace = self._snapshot_grace()
         counts = {"unfinished": 0, "orphans": 0}
         try:
-            for path in remove_unfinished_writes(folder):
+            for path in remove_unfinished_writes(folder, grace):
                 counts["unfinished"] += 1
                 log.warning("snapshot_unfinished_write_removed", file=path.relative_to(folder).as_posix())
             for relative in self.snapshot_inventory(with_missing=False).orphans:
-                if self._remove_orphan(relative):
+                if self._remove_orphan(relative, grace):
                     counts["orphans"] += 1
                     log.warning("snapshot_orphan_removed", file=relative)
         except Exception:
             log.warning("snapshot_cleanup_failed", exc_info=True)
         return counts
 
-    def _remove_orphan(self: CampusApplication, relative: str) -> bool:
+    def _remove_orphan(self: CampusApplication, relative: str, min_age: float = 0.0) -> bool:
         account, _, _ = relative.partition("/")
         try:
             account_known = UUID(account) in self.repository
@@ -601,11 +780,92 @@ class BackupUseCases:
         if not account_known:
             return False
         path = self.settings.snapshots_dir / relative
+        if not _old_enough(path, min_age):
+            return False
         with _unless_locked(path) as dead:
             if dead and self._live_backup_for(relative) is None:
                 path.unlink(missing_ok=True)
                 return True
         return False
+
+
+class Scheduler:
+    """The schedule of one application, run by one process of the store at a time: the holder of the
+    "scheduler" lease (:mod:`campus.locks`: a PostgreSQL session advisory lock, or a byte lock on the
+    SQLite lease file; either ends with the process, even killed).
+
+    Every server starts its thread. The holder runs a round every `every` seconds: the clean-up of
+    the snapshots folder (when it takes the lease, then every CLEANUP_SECONDS), the due saves and
+    archives (:meth:`~BackupUseCases.run_due_backups`), then the due school-year operations
+    (:meth:`~campus.school_year.SchoolYearUseCases.run_due_year_operations`). The others try the
+    lease every `retry` seconds, so one takes over within seconds of the holder's death, and runs a
+    round at once. The deterministic ids of scheduled backups keep a slot single even if two
+    processes ever ran a round at once (a lease lost mid-round).
+    """
+
+    def __init__(self, app: CampusApplication) -> None:
+        self.app = app
+        self.lease = app.locks.lease(SCHEDULER_LEASE)
+        self.running = threading.Lock()  # one round (or clean-up) at a time in this process
+        self.cleaned_at: float | None = None  # monotonic; None: clean at the next round
+        self.thread: threading.Thread | None = None
+        self.stop: threading.Event | None = None
+        self._starting = threading.Lock()
+
+    def lead(self) -> bool:
+        """Whether this process holds the lease now (taking it if it is free)."""
+        if self.lease.held:
+            return True
+        if self.lease.try_acquire():
+            log.info("scheduler_leading", pid=os.getpid())
+            self.cleaned_at = None  # the previous holder may have died mid-write
+            return True
+        return False
+
+    def start(self, stop: threading.Event, every: float, retry: float) -> threading.Thread:
+        with self._starting:
+            if self.thread is not None and self.thread.is_alive() and self.stop is stop:
+                return self.thread
+            self.stop = stop
+            self.thread = threading.Thread(target=self._loop, args=(stop, every, retry), name="campus-scheduler",
+                                           daemon=True)
+            self.thread.start()
+            return self.thread
+
+    def _loop(self, stop: threading.Event, every: float, retry: float) -> None:
+        next_round = 0.0
+        try:
+            while not stop.is_set():
+                if self.lead():
+                    if time.monotonic() >= next_round:
+                        self.run_round()
+                        next_round = time.monotonic() + every
+                    pause = min(retry, max(0.0, next_round - time.monotonic()))
+                else:
+                    next_round = 0.0  # a new holder runs a round at once
+                    pause = retry
+                stop.wait(pause)
+        finally:
+            if self.thread is threading.current_thread():
+                self.lease.release()
+
+    def run_round(self) -> None:
+        """One round of the schedule (the caller holds the lease). Failures are logged; the next round
+        retries."""
+        work: list[tuple[str, Callable[[], Any]]] = [("backups", lambda: self.app.run_due_backups()),
+                                                     ("school_year", lambda: self.app.run_due_year_operations())]
+        with self.running:
+            if self.cleaned_at is None or time.monotonic() - self.cleaned_at >= CLEANUP_SECONDS:
+                self.app._clean_snapshots_now()
+                self.cleaned_at = time.monotonic()
+            for name, run in work:
+                if not self.lease.held:
+                    log.warning("scheduler_round_interrupted", work=name, reason="the scheduler's lease was lost")
+                    return
+                try:
+                    run()
+                except Exception:  # noqa: BLE001 - logged; the next round retries
+                    log.warning("scheduler_round_failed", work=name, exc_info=True)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,11 @@ MAX_PAGE = 1000
 
 
 class BaseCache:
-    """Replayed bases, most recently used last; the store stays the source of truth."""
+    """Replayed bases, most recently used last; the store stays the source of truth.
+
+    A base handed to a command is remembered by the command path: if the command
+    fails, :meth:`forget` drops it, so a change the store refused never stays here.
+    """
 
     def __init__(self, app: CampusApplication, size: int = BASE_CACHE_SIZE) -> None:
         self.app = app
@@ -39,6 +43,7 @@ class BaseCache:
         self._lock = threading.Lock()
 
     def get(self, base_id: UUID) -> Base:
+        self.app.commands.touch(base_id)
         with self._lock:
             base = self._bases.pop(base_id, None)
         if base is None:
@@ -46,24 +51,25 @@ class BaseCache:
         else:
             for event in self.app.events.get(base_id, gt=base.version):
                 event.mutate(base)
-        with self._lock:
-            self._bases[base_id] = base
-            while len(self._bases) > self.size:
-                self._bases.popitem(last=False)
+        self._keep(base)
         return base
 
     def put(self, base: Base) -> None:
-        """Keep a base just saved (its state is the stored one)."""
+        """Keep a base built in memory by the current command (dropped if that command fails)."""
+        self.app.commands.touch(base.id)
+        self._keep(base)
+
+    def _keep(self, base: Base) -> None:
         with self._lock:
             self._bases[base.id] = base
             while len(self._bases) > self.size:
                 self._bases.popitem(last=False)
 
-    def drop_dirty(self) -> None:
-        """Forget bases a failed command changed without saving."""
+    def forget(self, base_ids: set[UUID]) -> None:
+        """Drop these bases (a failed command touched them)."""
         with self._lock:
-            for base_id in [i for i, b in self._bases.items() if b.pending_events]:
-                del self._bases[base_id]
+            for base_id in base_ids:
+                self._bases.pop(base_id, None)
 
     def drop(self, base_id: UUID | None = None) -> None:
         with self._lock:
@@ -86,7 +92,8 @@ class BaseUseCases:
                 break
             planning = self.repository.get(planning_id)
             if planning.in_service and planning.base_id is not None and warmed < limit:
-                self.base_cache.get(planning.base_id)
+                with self._reading(planning.account_id):  # never beside a command changing it
+                    self.base_cache.get(planning.base_id)
                 warmed += 1
         return warmed
 
@@ -104,12 +111,12 @@ class BaseUseCases:
         planning = self.get_planning(account_id, planning_id)
         if planning.base_id is None:
             raise NotFound(f"planning {planning.name!r} has no base yet: create or load one")
-        with self._command(account_id):
+        with self._reading(account_id):
             return planning, self.get_base(account_id, planning.base_id)
 
     def list_bases(self: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[Planning, list[Base]]:
         planning = self.get_planning(account_id, planning_id)
-        with self._command(account_id):
+        with self._reading(account_id):
             return planning, [self.get_base(account_id, b) for b in planning.base_ids]
 
     def list_records(self: CampusApplication, account_id: UUID, planning_id: UUID, kind_name: str,
@@ -124,7 +131,7 @@ class BaseUseCases:
                 raise Invalid.field("after", f"no {kind.name} record with id {after} at that instant") from None
         else:
             planning, base = self.current_base(account_id, planning_id)
-            with self._command(account_id):
+            with self._reading(account_id):
                 items = list(base.records[kind.name].items())
         start = 0
         if after is not None:
@@ -141,7 +148,7 @@ class BaseUseCases:
         """The record's fields (a copy) and its ETag."""
         kind = kind_of(kind_name)
         _, base = self.current_base(account_id, planning_id)
-        with self._command(account_id):
+        with self._reading(account_id):
             fields = base.find(kind.name, record_id)
             if fields is None:
                 raise NotFound(f"no {kind.name} {record_id} in this base")

@@ -6,18 +6,26 @@ import argparse
 import os
 import secrets
 import sys
+import tempfile
 from pathlib import Path
+from typing import Literal
 
-from campus.settings import Settings
+from campus.settings import Settings, operator_token_checked
 
 
 def operator_token(settings: Settings) -> tuple[str, bool]:
-    """The operator token: from the settings, else kept in the data dir (created once, mode 0600)."""
-    if settings.operator_token:
-        return settings.operator_token, False
-    path = settings.data_dir / "operator-token"
-    if path.exists():
-        return path.read_text().strip(), False
+    """The operator token: from the settings, else kept in the data dir (created once, mode 0600).
+
+    A token shorter than 32 characters (in the settings or the file) stops the start-up with one line.
+    """
+    try:
+        if settings.operator_token:
+            return operator_token_checked(settings.operator_token, "CAMPUS_OPERATOR_TOKEN"), False
+        path = settings.data_dir / "operator-token"
+        if path.exists():
+            return operator_token_checked(path.read_text(), f"the operator token in {path}"), False
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"campus: {exc}") from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -32,7 +40,7 @@ def serve(args: argparse.Namespace) -> int:
     from campus.api.app import create_app
     from campus.logs import configure_logging
 
-    settings = _settings(args)
+    settings = _startup_settings(args)  # one clear line and exit 1 for bad settings or an unusable data dir
     configure_logging(settings.log_format, settings.log_level)
     token, created = operator_token(settings)
     if created:
@@ -44,9 +52,17 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr, flush=True,
         )
     settings = Settings(**{**settings.__dict__, "operator_token": token})
-    app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning",
-                server_header=False, proxy_headers=False, timeout_graceful_shutdown=10)
+    options: dict = {"host": args.host, "port": args.port, "access_log": False, "log_level": "warning",
+                     "server_header": False, "proxy_headers": False, "timeout_graceful_shutdown": 10}
+    if args.workers > 1:
+        # Each worker is a process of its own, built by create_app as a factory from the environment:
+        # hand it what the command line decided (the rest of the settings come from the same variables).
+        os.environ.update({"CAMPUS_DATA_DIR": str(settings.data_dir),
+                           "CAMPUS_SNAPSHOTS_DIR": str(settings.snapshots_dir),
+                           "CAMPUS_OPERATOR_TOKEN": token})
+        uvicorn.run("campus.api.app:create_app", factory=True, workers=args.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
 
 
@@ -63,7 +79,7 @@ def snapshots_verify(args: argparse.Namespace) -> int:
     """
     from campus.export_format import SUFFIX, FormatError, read_base_file
 
-    settings = _settings(args)
+    settings = _startup_settings(args, data_dir="read")
     folder = settings.snapshots_dir
     inventory = _inventory(settings)
     if inventory is None and not folder.is_dir():
@@ -115,6 +131,52 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**overrides)
 
 
+def _startup_settings(args: argparse.Namespace, data_dir: Literal["write", "read"] = "write") -> Settings:
+    """The settings of a command, or SystemExit with one line saying what is wrong (exit status 1)."""
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        raise SystemExit(f"campus: {exc}") from None
+    require_data_dir(settings.data_dir, data_dir)
+    return settings
+
+
+def data_dir_problem(path: Path, mode: Literal["write", "read"] = "write") -> str | None:
+    """Why `path` cannot serve as the data dir, in a few words; None if it can.
+
+    "write" (serve, demo): the directory exists or can be created, and a file can be created in it.
+    "read" (snapshots verify): if it exists it is a directory; if it holds a SQLite store, that store
+    can be opened (SQLite writes its journal beside it).
+    """
+    if path.exists() and not path.is_dir():
+        return "it is not a directory"
+    if mode == "read":
+        if not path.exists():
+            return None
+        if not os.access(path, os.R_OK | os.X_OK):
+            return "it cannot be read (permission denied)"
+        if not (path / "campus.sqlite3").is_file():
+            return None
+    else:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"it cannot be created ({exc.strerror or exc})"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".campus-probe-", dir=path)
+    except OSError as exc:
+        return f"nothing can be written in it ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def require_data_dir(path: Path, mode: Literal["write", "read"] = "write") -> None:
+    problem = data_dir_problem(path, mode)
+    if problem:
+        raise SystemExit(f"campus: the data dir {path} is not usable: {problem}")
+
+
 def _has_store(settings: Settings) -> bool:
     return settings.uses_postgres or (settings.data_dir / "campus.sqlite3").is_file()
 
@@ -138,8 +200,12 @@ def demo(args: argparse.Namespace) -> int:
     from campus.logs import configure_logging
 
     data_dir = Path(args.data_dir)
+    require_data_dir(data_dir)  # one clear line and exit 1 if it cannot be created or written
     snapshots_dir = Path(args.snapshots_dir) if args.snapshots_dir else None
-    settings = Settings.from_env(data_dir=data_dir)
+    try:
+        settings = Settings.from_env(data_dir=data_dir)
+    except ValueError as exc:
+        raise SystemExit(f"campus demo: {exc}") from None
     if snapshots_dir is None and "CAMPUS_SNAPSHOTS_DIR" not in os.environ:
         snapshots_dir = data_dir / "snapshots"  # next to the store, not in the current directory
     settings = Settings(**{**settings.__dict__, "snapshots_dir": snapshots_dir or settings.snapshots_dir})
@@ -167,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--data-dir", default=None, help="where the SQLite store and operator token live (default ./var)")
     p_serve.add_argument("--snapshots-dir", default=None,
                          help="where saves and archives are written (default ./snapshots or CAMPUS_SNAPSHOTS_DIR)")
+    p_serve.add_argument("--workers", type=int, default=1, metavar="N",
+                         help="serve with N worker processes on one port (default 1); they share the store")
     p_serve.set_defaults(func=serve)
     p_demo = sub.add_parser("demo", help="create a demo school with 30 days of activity, to try restores at once")
     p_demo.add_argument("--data-dir", required=True, help="an empty or new directory for the demo's store")
@@ -183,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p_verify.add_argument("--snapshots-dir", default=None,
                           help="the snapshots folder (default ./snapshots or CAMPUS_SNAPSHOTS_DIR)")
     p_verify.set_defaults(func=snapshots_verify)
+    from campus.views_cli import add_views_command  # campus views rebuild [NAME]
+
+    add_views_command(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

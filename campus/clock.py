@@ -53,6 +53,15 @@ class ManualClock:
             self._now = instant.astimezone(timezone.utc)
 
 
+class InstantTooEarly(Exception):
+    """A command's instant is earlier than the last event of an aggregate it changes (another
+    server's clock is ahead, or a test set the clock back): the command path runs it again at `at`."""
+
+    def __init__(self, at: datetime) -> None:
+        super().__init__(f"the command's instant is earlier than {at.isoformat()}")
+        self.at = at
+
+
 class FrozenClock:
     """One instant, for every event of one command."""
 

@@ -260,7 +260,10 @@ class Activity:
             else:
                 actions = int(self.rng.random() < 0.03)
             for minute in sorted(self.rng.sample(range(60), actions)):
-                self.clock.set(hour + timedelta(minutes=minute, seconds=self.rng.randint(0, 59)))
+                at = hour + timedelta(minutes=minute, seconds=self.rng.randint(0, 59))
+                if at >= end:  # the activity ends now: nothing is stamped in the future
+                    break
+                self.clock.set(at)
                 self.one_action(evening=not (school_day and hour.hour in SCHOOL_HOURS))
             next_hour = hour + timedelta(hours=1)
             self.clock.set(min(next_hour, end))

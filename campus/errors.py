@@ -71,3 +71,16 @@ class TooLarge(CampusError):
 class Malformed(CampusError):
     status = 400
     title = "Malformed request"
+
+
+class StoreUnavailable(CampusError):
+    """The store refused or could not take the command (503): unreachable, busy, full, or an error of
+    the database. Nothing of the command was kept; `retry_after` seconds become the Retry-After header."""
+
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, code: str | None = "store_unavailable") -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = max(1, int(retry_after))
+        self.headers = {"Retry-After": str(self.retry_after)}

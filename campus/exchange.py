@@ -52,6 +52,7 @@ from campus.export_format import (
 )
 from campus.grid import make_grid
 from campus.records import KINDS, validate_fields
+from campus.text import BLANK_MESSAGE, VISIBLE, is_blank
 
 if TYPE_CHECKING:
     from campus.application import CampusApplication
@@ -92,7 +93,7 @@ class ExchangeUseCases:
         planning = self.get_planning(account_id, planning_id)
         if planning.base_id is None:
             raise NotFound(f"planning {planning.name!r} has no base yet: create or load one")
-        with self._command(account_id):
+        with self._reading(account_id):
             snapshot = snapshot_of(self.get_base(account_id, planning.base_id), self.now())
         return prepare(snapshot)
 
@@ -140,6 +141,8 @@ class ExchangeUseCases:
                   content_type: str | None, data: bytes) -> tuple[Base, dict[str, Any], bool]:
         """Add or replace an annex of the planning's current base; True if it is new."""
         name = validate_annex_name(name)
+        if is_blank(name):
+            raise Invalid.field("name", f"an annex name {BLANK_MESSAGE}")
         content_type = validate_content_type(content_type or "application/octet-stream", "Content-Type")
         if not data:
             raise Invalid.field("body", "an annex cannot be empty")
@@ -159,7 +162,7 @@ class ExchangeUseCases:
 
     def get_annex(self: CampusApplication, account_id: UUID, planning_id: UUID, name: str) -> dict[str, Any]:
         _, base = self.current_base(account_id, planning_id)
-        with self._command(account_id):
+        with self._reading(account_id):
             annex = base.annexes.get(name)
             if annex is None:
                 raise NotFound(f"the base {base.name!r} has no annex named {name!r}")
@@ -444,7 +447,7 @@ def _transfer_records(resources: Any, errors: list[dict]) -> tuple[list[tuple[st
 # -- the users file: shape and checks -----------------------------------------------------------
 LOGIN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 ARGON2ID = re.compile(r"^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}$")
-UserName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+UserName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), VISIBLE]
 ExternalId = Annotated[str, StringConstraints(max_length=200)]
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from fpdf import FPDF
 
 from campus.errors import Invalid
+from campus.text import BLANK_MESSAGE, is_blank
 
 # What the "Connexion des personnels" letter can say, and what each placeholder is.
 PLACEHOLDERS: dict[str, str] = {
@@ -87,8 +88,8 @@ def validate_template(title: str, body: str) -> dict[str, list[str]]:
     errors: list[dict] = []
     used: dict[str, list[str]] = {}
     for field, text, limit in (("title", title, MAX_TITLE), ("body", body, MAX_BODY)):
-        if not text.strip():
-            errors.append({"field": field, "message": "must not be empty"})
+        if is_blank(text):
+            errors.append({"field": field, "message": BLANK_MESSAGE})
             continue
         if len(text) > limit:
             errors.append({"field": field, "message": f"must be at most {limit} characters"})

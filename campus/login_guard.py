@@ -1,44 +1,79 @@
 """Failed authentications per client address, and suspended addresses (hosting guide fiche 11).
 
 Every login path of campus (the hosting manager's console, a directory user's
-password, a user's PIN, the invoice number of a first console login) calls
-:meth:`LoginGuardUseCases.refuse_if_suspended` before checking anything, and
-:meth:`LoginGuardUseCases.authentication_failed` when a check fails. Failures
-are counted per (school, client address): the school is the tenant of the login
-(for a hosting number that opens no account, the id that account would have, so
-an unknown number and a wrong password behave alike); the address is the one
-:mod:`campus.api.middleware` resolved (the socket, or the right-most untrusted
-``X-Forwarded-For`` hop behind a trusted proxy).
+password, a user's PIN, the invoice number of a first console login, a mail
+account's secret answer) calls :meth:`LoginGuardUseCases.refuse_if_suspended`
+before anything else, then checks each secret with
+:meth:`LoginGuardUseCases.check_secret`. The operator's bearer token goes through
+:meth:`LoginGuardUseCases.authenticate_operator`.
 
-Each failure is an event (``ClientAddress.AuthenticationFailed``: kind and login,
-never the secret tried), so the count survives a restart and is shared by every
-process on the store. After ``login_failures_max`` failures within
-``login_failures_window_minutes`` the address is suspended
-(``ClientAddress.Suspended``) for ``login_suspension_minutes``: every login of
-that school from that address, even with the right password, gets 429 with
-``Retry-After``. Other addresses, and other schools, are not concerned. A
-success does not reset the count: otherwise one valid account would let an
-address try the passwords of all the others.
+**An attempt is counted before its secret is checked.** ``check_secret`` first
+adds one to the counters (a reservation) and reads them back: past the limit,
+the reservation is taken back and the answer is 429, the secret unchecked. Then
+the secret is checked: right, the reservation is taken back; wrong, it stays —
+it *is* the failure. So however many attempts arrive at once, on however many
+servers, at most the limit's worth of secrets are checked per window.
+
+**Counting.** A failure is not an event: it adds one to a counter of
+``campus_login_failures`` (:class:`LoginFailures`, a table beside the events) for
+its *scope* and client address, in the bucket of the window it falls in
+(``failures = failures + 1``, one atomic upsert, so several servers on one
+database count together). Buckets older than the window are deleted, so the table
+stays small whatever an attacker does. The scopes:
+
+- the school (the login's tenant; for a hosting number that opens no account, the
+  id that account would have, so an unknown number and a wrong password behave
+  alike): at ``login_failures_max`` failures within ``login_failures_window_minutes``
+  the address is **suspended** for that school (``ClientAddress.Suspended``, an
+  event: an action the school sees in its history and can undo with
+  ``ClientAddress.Unblocked``), for ``login_suspension_minutes``; failures before a
+  suspension never count after it;
+- every console login, whatever hosting number is tried (:data:`CONSOLE_SCOPE`): at
+  ``console_login_failures_max`` failures within the window, console logins from
+  that address are refused (429) until enough of them leave the window — an
+  address trying random hosting numbers is stopped although no school sees it;
+- the operator's token (:data:`OPERATOR_SCOPE`): at ``login_failures_max`` failures
+  within the window, operator authentications from that address are refused (429).
+
+The two deployment-wide scopes are rate limits read from the counters alone: no
+school owns them, so they write no event (a log line says when one is reached).
+
+The address is the one :mod:`campus.api.middleware` resolved (the socket, or the
+right-most untrusted ``X-Forwarded-For`` hop behind a trusted proxy). A success
+does not reset any count: otherwise one valid account would let an address try
+the passwords of all the others.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import threading
+import time
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from uuid import UUID
 
+import structlog
 from eventsourcing.application import AggregateNotFoundError
 
 from campus.aggregates.address import ClientAddress, SuspensionDay, client_address_id_for, suspension_day_id_for
 from campus.context import current_context
-from campus.errors import CampusError, Invalid, NotFound, TooManyRequests
+from campus.errors import CampusError, Invalid, NotFound, TooManyRequests, Unauthenticated
+from campus.projections.tables import StoreTables
+from campus.security import verify_secret
+from campus.settings import MIN_OPERATOR_TOKEN_LENGTH
 
 if TYPE_CHECKING:
     from campus.application import CampusApplication
 
+log = structlog.get_logger("campus.security")
+
 UNKNOWN_ADDRESS = "unknown"  # no socket address (the service layer called directly)
+CONSOLE_SCOPE = "console"  # every console login of the deployment, whatever the hosting number
+OPERATOR_SCOPE = "operator"  # the operator's bearer token
+BUCKETS_PER_WINDOW = 15  # a window is counted in this many buckets (one minute each by default)
 
 
 class FailureKind:
@@ -49,6 +84,10 @@ class FailureKind:
     PASSWORD = "password"
     PIN = "pin"
     SECRET_ANSWER = "secret_answer"  # a mail account's secret question
+    OPERATOR_TOKEN = "operator_token"
+
+
+CONSOLE_KINDS = frozenset({FailureKind.CONSOLE_PASSWORD, FailureKind.INVOICE_NUMBER})
 
 
 def current_address() -> str:
@@ -59,49 +98,261 @@ def _iso(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class LoginFailures(StoreTables):
+    """``campus_login_failures(scope, address, bucket_start, failures)``: failed authentications per
+    scope, client address and bucket of the counting window (bucket_start in seconds since the epoch).
+
+    A failure is one upsert; the count is the sum of the buckets that started within the window (so
+    the window is counted to within one bucket: a failure leaves it between ``window - bucket`` and
+    ``window`` after it happened). Expired buckets are deleted, the address's own at each failure and
+    everyone's at most once a bucket, so the table holds at most ``BUCKETS_PER_WINDOW + 1`` rows per
+    scope and address that failed within the last window.
+    """
+
+    def __init__(self, app: CampusApplication) -> None:
+        super().__init__(app)
+        self.name = self.table("campus_login_failures")
+        self.window = app.settings.login_failures_window_minutes * 60
+        self.bucket = max(1, self.window // BUCKETS_PER_WINDOW)
+        self._swept_at = -math.inf
+        statements = (
+            f"CREATE TABLE IF NOT EXISTS {self.name} (scope TEXT NOT NULL, address TEXT NOT NULL,"
+            f" bucket_start {self.big} NOT NULL, failures {self.big} NOT NULL,"
+            " PRIMARY KEY (scope, address, bucket_start))",
+            f"CREATE INDEX IF NOT EXISTS campus_login_failures_by_bucket ON {self.name} (bucket_start)",
+        )
+        for attempt in range(3):  # two servers creating the table at once: one of them may be refused
+            try:
+                with self.datastore.transaction(commit=True) as curs:
+                    for statement in statements:
+                        curs.execute(statement)
+                break
+            except Exception:  # noqa: BLE001 - retried; the last attempt raises
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _seconds(self, now: datetime) -> int:
+        return math.floor(now.timestamp())
+
+    def bucket_of(self, instant: datetime) -> int:
+        seconds = self._seconds(instant)
+        return seconds - seconds % self.bucket
+
+    def _horizon(self, now: datetime, since: int | None) -> int:
+        """Buckets that started after this count: those of the window, none before `since`'s bucket."""
+        horizon = self._seconds(now) - self.window
+        return horizon if since is None else max(horizon, since - 1)
+
+    def add(self, scopes: list[str], address: str, now: datetime) -> list[int]:
+        """One more failure of `address` in each of `scopes`; the failures of each within the window."""
+        return self.reserve(scopes, address, now)[0]
+
+    def reserve(self, scopes: list[str], address: str, now: datetime,
+                since: Mapping[str, int] | None = None) -> tuple[list[int], int]:
+        """:meth:`add`, and the bucket it counted in (to :meth:`release` it if the attempt is not a failure).
+        `since`: per scope, count no bucket older than this one (the end of the address's last suspension)."""
+        seconds = self._seconds(now)
+        start, expired = self.bucket_of(now), seconds - self.window
+        counts = []
+        with self.datastore.transaction(commit=True) as curs:
+            for scope in scopes:
+                curs.execute(self._sql(
+                    f"INSERT INTO {self.name} AS f (scope, address, bucket_start, failures) VALUES (?, ?, ?, 1)"
+                    " ON CONFLICT (scope, address, bucket_start) DO UPDATE SET failures = f.failures + 1"),
+                    (scope, address, start))
+                curs.execute(self._sql(f"DELETE FROM {self.name} WHERE scope = ? AND address = ?"
+                                       " AND bucket_start <= ?"), (scope, address, expired))
+                curs.execute(self._sql(f"SELECT COALESCE(SUM(failures), 0) AS n FROM {self.name}"
+                                       " WHERE scope = ? AND address = ? AND bucket_start > ?"),
+                             (scope, address, self._horizon(now, (since or {}).get(scope))))
+                counts.append(int(curs.fetchone()["n"]))
+        if seconds - self._swept_at >= self.bucket:
+            self._swept_at = seconds
+            with self.datastore.transaction(commit=True) as curs:
+                curs.execute(self._sql(f"DELETE FROM {self.name} WHERE bucket_start <= ?"), (expired,))
+        return counts, start
+
+    def release(self, scopes: list[str], address: str, bucket_start: int) -> None:
+        """Take back what :meth:`reserve` counted (an attempt that was not a failure); a counter back at
+        zero is deleted (a successful login leaves no row)."""
+        with self.datastore.transaction(commit=True) as curs:
+            for scope in scopes:
+                key = (scope, address, bucket_start)
+                curs.execute(self._sql(f"UPDATE {self.name} SET failures = failures - 1 WHERE scope = ?"
+                                       " AND address = ? AND bucket_start = ? AND failures > 0"), key)
+                curs.execute(self._sql(f"DELETE FROM {self.name} WHERE scope = ? AND address = ?"
+                                       " AND bucket_start = ? AND failures <= 0"), key)
+
+    def buckets(self, scope: str, address: str, now: datetime, since: int | None = None) -> list[tuple[int, int]]:
+        """(bucket_start, failures) of `address` in `scope` within the window, oldest first."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._sql(f"SELECT bucket_start, failures FROM {self.name} WHERE scope = ?"
+                                   " AND address = ? AND bucket_start > ? ORDER BY bucket_start"),
+                         (scope, address, self._horizon(now, since)))
+            return [(int(r["bucket_start"]), int(r["failures"])) for r in curs.fetchall()]
+
+    def blocked_for(self, scope: str, address: str, now: datetime, limit: int, since: int | None = None) -> int | None:
+        """Seconds until `address` has fewer than `limit` failures in `scope`'s window; None if it has."""
+        buckets = self.buckets(scope, address, now, since)
+        total = sum(n for _, n in buckets)
+        if total < limit:
+            return None
+        for start, failures in buckets:  # the oldest buckets leave the window first
+            total -= failures
+            if total < limit:
+                return max(1, math.ceil(start + self.window - now.timestamp()))
+        return 1  # pragma: no cover - the loop always gets below the limit
+
+    def forget(self, scope: str, address: str) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self._sql(f"DELETE FROM {self.name} WHERE scope = ? AND address = ?"), (scope, address))
+
+
+_tables_guard = threading.Lock()
+
+
 class LoginGuardUseCases:
     """Mixed into CampusApplication."""
 
     # -- at every login ---------------------------------------------------------
-    def refuse_if_suspended(self: CampusApplication, tenant: UUID) -> None:
-        """429 if the caller's address is suspended for `tenant`'s logins (checked before any secret)."""
-        watch = self._client_address(tenant, current_address())
+    def refuse_if_suspended(self: CampusApplication, tenant: UUID, *, console: bool = False) -> None:
+        """429 if the caller's address is suspended for `tenant`'s logins, or (`console`) has failed too
+        many console logins of any school. Checked before anything else (no secret is checked)."""
+        address = current_address()
         now = self.now()
+        watch = self._client_address(tenant, address)
         if watch is not None and watch.is_suspended(now):
             raise self._suspended_error(watch, now)
+        guard = self._login_failures()
+        # At the limit but not (yet) suspended: another server is recording the suspension, or could not.
+        seconds = guard.blocked_for(str(tenant), address, now, self.settings.login_failures_max,
+                                    self._since_suspension(watch))
+        if seconds is not None:
+            raise self._rate_limited_error("logins to this school", address, now, seconds)
+        if console:
+            seconds = guard.blocked_for(CONSOLE_SCOPE, address, now, self.settings.console_login_failures_max)
+            if seconds is not None:
+                raise self._rate_limited_error("console logins", address, now, seconds)
+
+    def check_secret(self: CampusApplication, tenant: UUID, stored_hash: str | None, secret: str, kind: str,
+                     login: str | None, refusal: CampusError) -> None:
+        """Verify `secret` against `stored_hash` (None: an unknown account, checked against a dummy hash all the
+        same) as one attempt of the caller's address: counted before the check (429, unchecked, past a limit),
+        taken back if right; if wrong, it is a failure: the address is suspended at the limit (429) or `refusal`
+        is raised. Call it outside any command: the count must stay whatever a command does."""
+        self._attempt(tenant, kind, login, refusal, lambda: verify_secret(stored_hash, secret))
 
     def authentication_failed(self: CampusApplication, tenant: UUID, kind: str, login: str | None,
                               refusal: CampusError) -> NoReturn:
-        """Record the failure, suspend the address at the limit, then raise `refusal` (or 429 if
-        this very failure suspended the address)."""
+        """Count a failure found without :meth:`check_secret`, suspend the address at the limit, then raise
+        `refusal` (or 429 if this very failure reached a limit)."""
+        self._attempt(tenant, kind, login, refusal, lambda: False)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def authenticate_operator(self: CampusApplication, token: str) -> None:
+        """The operator's bearer token, counted per address like a login: 429 once an address failed
+        ``login_failures_max`` times within the window (even with the right token, until they age out)."""
+        configured = self.settings.operator_token or ""
+        # (a configured token too short to be a secret opens nothing; `campus serve` refuses to start with it)
+        self._attempt(None, FailureKind.OPERATOR_TOKEN, None,
+                      Unauthenticated("the operator token is wrong", code="invalid_token"),
+                      lambda: len(configured) >= MIN_OPERATOR_TOKEN_LENGTH and self.check_operator_token(token))
+
+    def _attempt(self: CampusApplication, tenant: UUID | None, kind: str, login: str | None, refusal: CampusError,
+                 check: Callable[[], bool]) -> None:
+        """Reserve the attempt in its scopes, refuse past a limit, run `check`, keep the reservation as a failure.
+
+        A school's count starts again after a suspension of the address: failures before it never count after
+        it (``since``). The counters are not cleared when a suspension is recorded, so attempts that raced it
+        find the count past the limit and are refused unchecked."""
         address = current_address()
         settings = self.settings
+        now = self.now()
+        since: dict[str, int] = {}
+        if tenant is None:
+            scopes, limits = [OPERATOR_SCOPE], [settings.login_failures_max]
+        else:
+            watch = self._client_address(tenant, address)
+            if watch is not None and watch.is_suspended(now):
+                raise self._suspended_error(watch, now)
+            if (floor := self._since_suspension(watch)) is not None:
+                since[str(tenant)] = floor
+            scopes, limits = [str(tenant)], [settings.login_failures_max]
+            if kind in CONSOLE_KINDS:
+                scopes.append(CONSOLE_SCOPE)
+                limits.append(settings.console_login_failures_max)
+        guard = self._login_failures()
+        counts, bucket = guard.reserve(scopes, address, now, since)
+        over = [i for i, (count, limit) in enumerate(zip(counts, limits)) if count > limit]
+        if over:  # others' failures reached the limit first: this attempt is not checked, so not counted
+            guard.release(scopes, address, bucket)
+            raise self._over_limit_error(tenant, scopes[over[0]], address, now, limits[over[0]],
+                                         since.get(scopes[over[0]]))
+        try:
+            right = check()
+        except BaseException:
+            guard.release(scopes, address, bucket)
+            raise
+        if right:
+            guard.release(scopes, address, bucket)
+            return
+        log.info("authentication_failed", kind=kind, failures=counts[0])
+        if tenant is not None and counts[0] >= limits[0]:
+            self._suspend(tenant, address, counts[0])
+        for scope, count, limit in zip(scopes, counts, limits):
+            if scope in (CONSOLE_SCOPE, OPERATOR_SCOPE) and count >= limit:
+                log.warning("login_rate_limited", scope=scope, address=address, failures=count)
+                raise self._over_limit_error(tenant, scope, address, now, limit) from None
+        raise refusal
 
-        def body() -> tuple[ClientAddress, datetime]:
+    def _since_suspension(self: CampusApplication, watch: ClientAddress | None) -> int | None:
+        """The first bucket a school's count may read: the one its address's last suspension ended in."""
+        if watch is None or watch.suspended_until is None:
+            return None
+        return self._login_failures().bucket_of(watch.suspended_until)
+
+    def _over_limit_error(self: CampusApplication, tenant: UUID | None, scope: str, address: str, now: datetime,
+                          limit: int, since: int | None = None) -> TooManyRequests:
+        if scope in (OPERATOR_SCOPE, CONSOLE_SCOPE):
+            what = "operator authentications" if scope == OPERATOR_SCOPE else "console logins"
+            seconds = self._login_failures().blocked_for(scope, address, now, limit)
+            return self._rate_limited_error(what, address, now, seconds or 1)
+        assert tenant is not None
+        watch = self._client_address(tenant, address)
+        if watch is not None and watch.is_suspended(now):
+            return self._suspended_error(watch, now)
+        # The suspension is being recorded by the attempt that reached the limit (or recording it failed).
+        seconds = self._login_failures().blocked_for(scope, address, now, limit, since)
+        return self._rate_limited_error("logins to this school", address, now,
+                                        seconds or self.settings.login_suspension_minutes * 60)
+
+    def _suspend(self: CampusApplication, tenant: UUID, address: str, failures: int) -> NoReturn:
+        """Suspend `address` for `tenant`'s logins (an event, unless it already is), then raise 429. The
+        failures before it stop counting (see :meth:`_since_suspension`)."""
+        settings = self.settings
+
+        def body() -> tuple[ClientAddress, datetime, bool]:
             now = self.now()
             watch = self._client_address(tenant, address) or ClientAddress(account_id=tenant, address=address)
-            watch.fail_authentication(kind=kind, login=(login or "")[:64] or None, failed_at=now)
-            changed: list = [watch]
-            failures = watch.failures_since(now - timedelta(minutes=settings.login_failures_window_minutes))
-            if failures >= settings.login_failures_max:
-                watch.suspend(suspended_at=now, until=now + timedelta(minutes=settings.login_suspension_minutes),
-                              failures=failures)
-                day = self._suspension_day(tenant, now.date()) or SuspensionDay(account_id=tenant, day=now.date())
-                day.note(address=address)
-                changed.append(day)
-            self.save(*changed)
-            return watch, now
+            if watch.is_suspended(now):  # another server suspended it a moment ago
+                return watch, now, False
+            watch.suspend(suspended_at=now, until=now + timedelta(minutes=settings.login_suspension_minutes),
+                          failures=failures)
+            day = self._suspension_day(tenant, now.date()) or SuspensionDay(account_id=tenant, day=now.date())
+            day.note(address=address)
+            self.save(watch, day)
+            return watch, now, True
 
-        watch, now = self._run(tenant, body)
-        if watch.is_suspended(now):
-            self.notify_manager(tenant, "security", f"address {address} suspended after failed logins",
-                                f"{watch.failures_since(now - timedelta(minutes=settings.login_failures_window_minutes))}"
-                                f" failed authentications came from {address} within "
-                                f"{settings.login_failures_window_minutes} minutes: its logins to your school are "
-                                f"suspended until {watch.suspended_until.isoformat()}.\n"
-                                "Unblock it from the console (Security > suspended addresses) if it is one of yours.")
-            raise self._suspended_error(watch, now) from None
-        raise refusal
+        watch, now, new = self._run(tenant, body)
+        if new and tenant in self.repository:  # a real school (not an unknown hosting number's)
+            self.notify_manager(
+                tenant, "security", f"address {address} suspended after failed logins",
+                f"{failures} failed authentications came from {address} within "
+                f"{settings.login_failures_window_minutes} minutes: its logins to your school are "
+                f"suspended until {_iso(watch.suspended_until or now)}.\n"
+                "Unblock it from the console (Security > suspended addresses) if it is one of yours.")
+        raise self._suspended_error(watch, now) from None
 
     # -- the administrator's view ----------------------------------------------
     def list_suspended_addresses(self: CampusApplication, account_id: UUID) -> list[ClientAddress]:
@@ -118,7 +369,7 @@ class LoginGuardUseCases:
         return sorted(watches, key=lambda w: w.suspended_at or now)
 
     def unblock_address(self: CampusApplication, account_id: UUID, address: str) -> ClientAddress:
-        """Lift a suspension at once (an event); 404 if the address is not suspended."""
+        """Lift a suspension at once (an event) and forget the address's failures; 404 if it is not suspended."""
         try:
             parsed = ipaddress.ip_address(address.strip())
         except ValueError:
@@ -136,9 +387,20 @@ class LoginGuardUseCases:
             self.save(watch)
             return watch
 
-        return self._run(account_id, body)
+        watch = self._run(account_id, body)
+        self._login_failures().forget(str(account_id), canonical)
+        return watch
 
     # -- plumbing -------------------------------------------------------------------
+    def _login_failures(self: CampusApplication) -> LoginFailures:
+        table = self.__dict__.get("_login_failure_table")
+        if table is None:
+            with _tables_guard:
+                table = self.__dict__.get("_login_failure_table")
+                if table is None:
+                    table = self.__dict__["_login_failure_table"] = LoginFailures(self)
+        return table
+
     def _client_address(self: CampusApplication, tenant: UUID, address: str) -> ClientAddress | None:
         try:
             watch = self.repository.get(client_address_id_for(tenant, address))
@@ -163,5 +425,13 @@ class LoginGuardUseCases:
             "an administrator can unblock it in the console's security settings",
             retry_after=seconds, code="address_suspended")
 
+    @staticmethod
+    def _rate_limited_error(what: str, address: str, now: datetime, seconds: int) -> TooManyRequests:
+        until = now + timedelta(seconds=seconds)
+        return TooManyRequests(
+            f"too many failed authentications from {address}: {what} from this address are refused "
+            f"until {_iso(until)} (retry in {seconds} s)", retry_after=seconds, code="address_suspended")
 
-__all__ = ["FailureKind", "LoginGuardUseCases", "current_address"]
+
+__all__: list[Any] = ["CONSOLE_SCOPE", "OPERATOR_SCOPE", "FailureKind", "LoginFailures", "LoginGuardUseCases",
+                      "current_address"]

@@ -11,6 +11,24 @@ import structlog
 from campus.redaction import redact_log_event
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is when a line is written, not the stream of configure time
+    (a command run in-process by tests, or a stream replaced later, never leaves loggers on a closed file)."""
+
+    def write(self, data: bytes | str) -> None:
+        stream = sys.stderr
+        if isinstance(data, bytes):
+            buffer = getattr(stream, "buffer", None)
+            if buffer is not None:
+                buffer.write(data)
+                return
+            data = data.decode("utf-8", "replace")
+        stream.write(data)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
@@ -23,10 +41,10 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     ]
     if fmt == "json":
         processors = [*shared, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
-        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+        factory = structlog.BytesLoggerFactory(_CurrentStderr())
     else:
         processors = [*shared, structlog.dev.ConsoleRenderer()]
-        factory = structlog.PrintLoggerFactory(sys.stderr)
+        factory = structlog.PrintLoggerFactory(_CurrentStderr())
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

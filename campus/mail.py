@@ -113,12 +113,10 @@ def _iso(instant: datetime) -> str:
 
 
 def _text(field: str, value: str, limit: int) -> str:
-    text = " ".join(value.split())
-    if not text:
-        raise Invalid.field(field, "must not be empty")
-    if len(text) > limit:
-        raise Invalid.field(field, f"must be at most {limit} characters")
-    return text
+    """Runs of spaces as one; 422 if nothing visible is left (campus/text.py)."""
+    from campus.text import required_text
+
+    return required_text(field, " ".join(value.split()), limit)
 
 
 # -- sealing -----------------------------------------------------------------------------------
@@ -180,17 +178,26 @@ class MailKeys(StoreTables):
         super().__init__(app)
         self.keys = self.table("campus_mail_keys")
         self.master = AESGCM(mail_master_key(app.settings))
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(f"CREATE TABLE IF NOT EXISTS {self.keys} (message_id TEXT PRIMARY KEY,"
-                         f" tenant TEXT NOT NULL, wrapped_key {self.blob} NOT NULL, created_at TEXT NOT NULL,"
+        self.commands = app.commands
+
+    @classmethod
+    def create_table(cls, app: Any) -> None:
+        """Made at start-up, in the section one server at a time runs (servers starting together)."""
+        tables = StoreTables(app)
+        with tables.datastore.transaction(commit=True) as curs:
+            curs.execute(f"CREATE TABLE IF NOT EXISTS {tables.table('campus_mail_keys')} (message_id TEXT PRIMARY KEY,"
+                         f" tenant TEXT NOT NULL, wrapped_key {tables.blob} NOT NULL, created_at TEXT NOT NULL,"
                          " claimed_until TEXT)")
 
     def put(self, message_id: UUID, tenant: UUID, key: bytes, now: datetime) -> None:
+        """Keep the key in the transaction of the current command (the one saving the ``Queued`` event):
+        stored exactly when the message is."""
         nonce = secrets.token_bytes(12)
         wrapped = nonce + self.master.encrypt(nonce, key, message_id.bytes)
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self._sql(f"INSERT INTO {self.keys} (message_id, tenant, wrapped_key, created_at)"
-                                   " VALUES (?, ?, ?, ?)"), (str(message_id), str(tenant), wrapped, _iso(now)))
+        statement = self._sql(f"INSERT INTO {self.keys} (message_id, tenant, wrapped_key, created_at)"
+                              " VALUES (?, ?, ?, ?)")
+        params = (str(message_id), str(tenant), wrapped, _iso(now))
+        self.commands.in_transaction(lambda curs: curs.execute(statement, params))
 
     def key(self, message_id: UUID) -> bytes | None:
         """The message's key, or None if it is gone (sent, abandoned) or sealed under another mail key."""
@@ -275,6 +282,9 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
+_KEYS_GUARD = threading.Lock()
+
+
 class MailUseCases:
     """Mixed into CampusApplication."""
 
@@ -282,7 +292,7 @@ class MailUseCases:
     def _mail_keys(self: CampusApplication) -> MailKeys:
         keys = self.__dict__.get("_mail_key_store")
         if keys is None:
-            with self._locks_guard:
+            with _KEYS_GUARD:
                 keys = self.__dict__.get("_mail_key_store")
                 if keys is None:
                     keys = self.__dict__["_mail_key_store"] = MailKeys(self)
@@ -309,21 +319,17 @@ class MailUseCases:
         # CRLF line ends, as SMTP wants them (a bare LF is refused by careful servers).
         sealed = seal(key, message_id, mime.as_bytes(policy=email_policy.SMTP))
         keys = self._mail_keys()
-        keys.put(message_id, account_id, key, self.clock.now())
 
         def body() -> MailMessage:
             changed = changes()
             message = MailMessage._create(
                 MailMessage.Queued, id=message_id, account_id=account_id, purpose=purpose, to=to, subject=subject,
                 sealed_message=sealed, mail_account_id=mail_account_id, login=login, queued_at=self.now())
+            keys.put(message_id, account_id, key, self.now())  # in the same transaction as the message
             self.save(*changed, message)
             return message
 
-        try:
-            message = self._run(account_id, body)
-        except BaseException:
-            keys.shred(message_id)
-            raise
+        message = self._run(account_id, body)
         self._mail_kick().set()
         return message
 
@@ -530,10 +536,10 @@ class MailUseCases:
             new_hash = hash_secret(normalised)
         seen = self.get_mail_account(account_id, mail_account_id)
         self.refuse_if_suspended(account_id)
-        if not verify_secret(seen.secret_answer_hash, normalise_answer(secret_answer)):
-            # Counted like a wrong password: guessing the answer gets the address suspended too.
-            self.authentication_failed(account_id, FailureKind.SECRET_ANSWER, None, Forbidden(
-                "the answer to the secret question is wrong", code="wrong_secret_answer"))
+        # Counted like a password: guessing the answer gets the address suspended too.
+        self.check_secret(account_id, seen.secret_answer_hash, normalise_answer(secret_answer),
+                          FailureKind.SECRET_ANSWER, None, Forbidden("the answer to the secret question is wrong",
+                                                                     code="wrong_secret_answer"))
 
         def body() -> MailAccount:
             found = self.get_mail_account(account_id, mail_account_id)

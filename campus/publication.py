@@ -30,6 +30,7 @@ from uuid import UUID, uuid4
 from campus.aggregates.planning import Planning
 from campus.errors import Conflict, Invalid, NotFound
 from campus.export_format import CONNECTION_MODES
+from campus.text import BLANK_MESSAGE, visible_strip
 from campus.urls import check_url
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class PublicationUseCases:
     def publication(self: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[Planning, dict]:
         """The planning and the description of its publication (see :func:`describe`)."""
         planning = self.get_planning(account_id, planning_id)
-        with self._command(account_id):
+        with self._reading(account_id):
             return planning, self._describe(planning)
 
     def _describe(self: CampusApplication, planning: Planning) -> dict:
@@ -403,8 +404,10 @@ def _common_page(value: Any) -> dict[str, Any]:
 def _title(value: Any) -> str | None:
     if value is None:
         return None
-    text = value.strip() if isinstance(value, str) else ""
-    if not text or len(text) > TITLE_MAX or any(ord(c) < 32 or ord(c) == 127 for c in text):
+    text = visible_strip(value) if isinstance(value, str) else ""
+    if not text:
+        raise Invalid.field("common_page.title", f"{BLANK_MESSAGE} (null: the establishment's name)")
+    if len(text) > TITLE_MAX or any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise Invalid.field("common_page.title", f"must be 1 to {TITLE_MAX} characters without control characters "
                                                  "(null: the establishment's name)")
     return text

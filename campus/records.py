@@ -20,10 +20,12 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from campus.errors import Invalid
+from campus.text import VISIBLE
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Required text refuses invisible-only values (campus/text.py).
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), VISIBLE]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000), VISIBLE]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), VISIBLE]
 Score = Annotated[Decimal, Field(max_digits=9, decimal_places=3, allow_inf_nan=False)]
 
 

@@ -35,8 +35,6 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import structlog
-
-from campus.background import run_every
 from eventsourcing.application import AggregateNotFoundError
 
 from campus.aggregates.account import DEFAULT_VERSION_CHANGE, HostingAccount
@@ -240,7 +238,7 @@ class SchoolYearUseCases:
         return year_of_grid(self._sy_base_facts(base_id)["grid"])
 
     def _sy_base_name(self: CampusApplication, account_id: UUID, base_id: UUID) -> str:
-        with self._command(account_id):
+        with self._reading(account_id):
             return self.get_base(account_id, base_id).name
 
     def _sy_base_of_year(self: CampusApplication, planning: Planning, cycle: int) -> UUID | None:
@@ -418,7 +416,7 @@ class SchoolYearUseCases:
     def _sy_archive_now(self: CampusApplication, account_id: UUID, planning_id: UUID, base_id: UUID) -> Backup:
         from campus.exchange import snapshot_of
 
-        with self._command(account_id):
+        with self._reading(account_id):
             taken_at = self.now()
             snapshot = snapshot_of(self.get_base(account_id, base_id), taken_at)
             found = self.history.version_at(base_id, taken_at)
@@ -506,6 +504,8 @@ class SchoolYearUseCases:
         found = self.history.version_at(base_id, op.at)
         if found is None:
             return False
+        if is_done(op, self._sy_year_change(planning.id, op.year)):
+            return False  # recorded by another server since this round looked
         past = self.repository.get(base_id, version=found[0])
         local_day = op.at.astimezone(ZoneInfo(planning.time_zone)).date()
         name = (f"{past.name} — archive of the school year {school_year(year_of_grid(past.grid))} "
@@ -516,12 +516,22 @@ class SchoolYearUseCases:
         def body() -> bool:
             change = self._sy_year_change_for(self.get_planning(planning.account_id, planning.id), op.year)
             if is_done(op, change):
-                return False  # another server recorded it meanwhile; this archive is a spare copy
+                # Another server recorded it meanwhile (two rounds at once: a lease lost mid-round):
+                # this archive is a spare copy, discarded at once so the planning lists one.
+                spare: Backup = self.repository.get(archive.id)
+                if not spare.discarded:
+                    spare.discard(reason="a spare copy: the year's archive was recorded by another server")
+                    self.save(spare)
+                return False
             change.record_archive(backup_id=archive.id, base_id=base_id, taken_at=op.at, scheduled=True)
             self.save(change)
             return True
 
-        return self._run(planning.account_id, body)
+        recorded = self._run(planning.account_id, body)
+        if not recorded:
+            self.backup_path(archive).unlink(missing_ok=True)
+            self._backup_cache().pop(archive.id, None)
+        return recorded
 
     def _sy_scheduled_next_base(self: CampusApplication, planning: Planning, op: YearOperation) -> bool:
         """The August base: a new empty base for the coming year, not current, unless opted out."""
@@ -590,6 +600,7 @@ class SchoolYearUseCases:
 
     def start_year_scheduler(self: CampusApplication, stop: threading.Event,
                              every: float = SCHEDULER_SECONDS) -> threading.Thread:
-        """A daemon thread calling :meth:`run_due_year_operations` every minute until `stop` is set."""
-
-        return run_every(every, self.run_due_year_operations, stop, "year-scheduler")
+        """The scheduler's thread (:meth:`~campus.backups.BackupUseCases.start_scheduler`): in the process
+        holding the "scheduler" lease it calls :meth:`run_due_year_operations` every minute, after the
+        due saves and archives; the same thread as ``start_backup_scheduler`` gives."""
+        return self.start_scheduler(stop, every)

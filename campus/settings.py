@@ -14,6 +14,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_DOMAIN_SUFFIX = "pronote-campus.net"
+# CAMPUS_OPERATOR_TOKEN shorter than this stops the start-up (the generated one has 43 characters).
+MIN_OPERATOR_TOKEN_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,16 @@ class Settings:
     release_version: str | None = None
     # A live history stream sends a comment after this many quiet seconds (and checks its session).
     history_heartbeat_seconds: float = 15.0
+    # An open history stream checks its console session at least this often (and before each event).
+    history_session_check_seconds: float = 5.0
+    # PostgreSQL: no statement runs longer than this (CAMPUS_STATEMENT_TIMEOUT_SECONDS).
+    statement_timeout_seconds: float = 60.0
+    # Views (history, timeline): a read waits at most this long for the view to hold every event
+    # committed before it (503 `view_behind` after; CAMPUS_VIEW_WAIT_SECONDS), and the process
+    # leading a view looks at the log this often for other processes' writes (CAMPUS_VIEW_POLL_SECONDS;
+    # its own writes wake it at once). See docs/HISTORY.md.
+    view_wait_seconds: float = 10.0
+    view_poll_seconds: float = 0.1
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     # Failed authentications per (school, client address): after `login_failures_max` within
@@ -44,6 +56,9 @@ class Settings:
     login_failures_max: int = 10
     login_failures_window_minutes: int = 15
     login_suspension_minutes: int = 15
+    # Failed console logins from one address across every hosting number (the same window): at this
+    # many, console logins from that address are refused until enough failures leave the window.
+    console_login_failures_max: int = 30
     # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs); none by default.
     trusted_proxies: tuple[str, ...] = ()
     # Mail (docs/MAIL.md). Without an SMTP host, mail stays queued in the outbox and it says why.
@@ -71,7 +86,7 @@ class Settings:
             kwargs["postgres_dsn"] = env["CAMPUS_POSTGRES_DSN"]
         kwargs["library_env"] = {k: v for k, v in env.items() if k.startswith("POSTGRES_")}
         if env.get("CAMPUS_OPERATOR_TOKEN"):
-            kwargs["operator_token"] = env["CAMPUS_OPERATOR_TOKEN"]
+            kwargs["operator_token"] = operator_token_checked(env["CAMPUS_OPERATOR_TOKEN"], "CAMPUS_OPERATOR_TOKEN")
         if env.get("CAMPUS_DOMAIN_SUFFIX"):
             kwargs["domain_suffix"] = env["CAMPUS_DOMAIN_SUFFIX"]
         if env.get("CAMPUS_LOG_FORMAT"):
@@ -84,9 +99,18 @@ class Settings:
             kwargs["max_upload_bytes"] = int(env["CAMPUS_MAX_UPLOAD_BYTES"])
         if env.get("CAMPUS_RELEASE_VERSION"):
             kwargs["release_version"] = env["CAMPUS_RELEASE_VERSION"].strip()
+        if env.get("CAMPUS_STATEMENT_TIMEOUT_SECONDS"):
+            kwargs["statement_timeout_seconds"] = float(env["CAMPUS_STATEMENT_TIMEOUT_SECONDS"])
+        for name in ("view_wait_seconds", "view_poll_seconds"):
+            if env.get(f"CAMPUS_{name.upper()}"):
+                kwargs[name] = _positive_seconds(f"CAMPUS_{name.upper()}", env[f"CAMPUS_{name.upper()}"])
         if env.get("CAMPUS_HISTORY_HEARTBEAT_SECONDS"):
             kwargs["history_heartbeat_seconds"] = float(env["CAMPUS_HISTORY_HEARTBEAT_SECONDS"])
-        for name in ("login_failures_max", "login_failures_window_minutes", "login_suspension_minutes"):
+        if env.get("CAMPUS_HISTORY_SESSION_CHECK_SECONDS"):
+            kwargs["history_session_check_seconds"] = _positive_seconds(
+                "CAMPUS_HISTORY_SESSION_CHECK_SECONDS", env["CAMPUS_HISTORY_SESSION_CHECK_SECONDS"])
+        for name in ("login_failures_max", "login_failures_window_minutes", "login_suspension_minutes",
+                     "console_login_failures_max"):
             if env.get(f"CAMPUS_{name.upper()}"):
                 kwargs[name] = _positive_int(f"CAMPUS_{name.upper()}", env[f"CAMPUS_{name.upper()}"])
         if env.get("CAMPUS_TRUSTED_PROXIES"):
@@ -107,9 +131,18 @@ class Settings:
                 "SQLITE_DBNAME": str(self.data_dir / "campus.sqlite3"),
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
-        # Insert through a database function: psycopg's pipeline mode hangs on multi-MB
-        # commands (a 62k-record load, an 8 MB annex) and would hold the school's lock forever.
-        env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_ENABLE_DB_FUNCTIONS": "y"}
+        # campus appends events itself (campus/command_path.py), in the transaction holding the
+        # school's advisory lock; the factory adds a statement timeout and bindable connections.
+        env = {
+            "PERSISTENCE_MODULE": "campus.store:CampusPostgresFactory",
+            "POSTGRES_STATEMENT_TIMEOUT": str(self.statement_timeout_seconds),
+            # A command's transaction stays open while it reads and checks: allow for long ones (loads).
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "300",
+            # Two connections kept open, up to 20 on demand (a command holds one for its whole run).
+            "POSTGRES_POOL_SIZE": "2",
+            "POSTGRES_MAX_OVERFLOW": "18",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+        }
         if self.postgres_dsn:
             env.update(dsn_to_library_env(self.postgres_dsn))
         env.update(self.library_env)
@@ -167,6 +200,25 @@ def _positive_int(name: str, value: str) -> int:
     if number < 1:
         raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
     return number
+
+
+def _positive_seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+def operator_token_checked(token: str, origin: str) -> str:
+    """The operator token, or ValueError naming `origin` if it is too short to be a secret."""
+    token = token.strip()
+    if len(token) < MIN_OPERATOR_TOKEN_LENGTH:
+        raise ValueError(f"{origin} must be at least {MIN_OPERATOR_TOKEN_LENGTH} characters long (it has "
+                         f"{len(token)}); leave it unset and campus generates one")
+    return token
 
 
 def parse_trusted_proxies(value: str) -> tuple[str, ...]:

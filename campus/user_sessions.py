@@ -34,7 +34,7 @@ from campus.aggregates.user import DirectoryUser, SecurityMeasure, user_id_for
 from campus.context import current_context, set_actor
 from campus.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from campus.login_guard import FailureKind
-from campus.security import hash_secret, new_token, token_digest, verify_secret
+from campus.security import hash_secret, new_token, token_digest
 
 if TYPE_CHECKING:
     from campus.application import CampusApplication
@@ -181,10 +181,11 @@ class UserSessionUseCases:
         try:
             user = self.get_user(account_id, login)
         except NotFound:
-            verify_secret(None, password)  # as long as a real check: unknown and wrong look alike
-            self.authentication_failed(account_id, FailureKind.PASSWORD, login, refused)
-        if not verify_secret(user.password_hash, password):
-            self.authentication_failed(account_id, FailureKind.PASSWORD, login, refused)
+            user = None
+        # An unknown login is checked against a dummy hash: unknown and wrong look alike, and count alike.
+        self.check_secret(account_id, user.password_hash if user else None, password, FailureKind.PASSWORD, login,
+                          refused)
+        assert user is not None
         set_actor(f"user:{user.login}")
         target = self._find_planning(account_id, planning)
         if not target.in_service:
@@ -197,9 +198,8 @@ class UserSessionUseCases:
         if user.security_measure == SecurityMeasure.PIN and not recognised:
             if not pin:
                 raise Unauthenticated("this device is not recognised: send your PIN", code="pin_required")
-            if not verify_secret(user.pin_hash, pin):
-                self.authentication_failed(account_id, FailureKind.PIN, user.login,
-                                           Unauthenticated("the PIN is wrong", code="invalid_pin"))
+            self.check_secret(account_id, user.pin_hash, pin, FailureKind.PIN, user.login,
+                              Unauthenticated("the PIN is wrong", code="invalid_pin"))
         access = self._access_for(target, profile, access)
         station = station or current_context().client_address
 
@@ -306,7 +306,7 @@ class UserSessionUseCases:
                        "disconnect a connection in modification", code="no_free_seat")
 
     def seats(self: CampusApplication, account_id: UUID) -> Seats:
-        with self._command(account_id):
+        with self._reading(account_id):
             return self._seats(account_id, self._open_connections(account_id))
 
     def reserve_administrator_seats(self: CampusApplication, account_id: UUID, seats: int) -> Seats:
@@ -327,7 +327,7 @@ class UserSessionUseCases:
     def list_connections(self: CampusApplication, account_id: UUID, planning_id: UUID) -> ConnectionList:
         """The planning's open connections, oldest first, with the school's seats."""
         planning = self.get_planning(account_id, planning_id)
-        with self._command(account_id):
+        with self._reading(account_id):
             every = self._open_connections(account_id)
             here = sorted((c for c in every if c.entry["planning_id"] == planning.id), key=lambda c: c.entry["since"])
             names: dict[UUID, str] = {}

@@ -21,7 +21,7 @@ from campus.settings import Settings
 
 PG_DSN = os.environ.get("CAMPUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("CAMPUS_REQUIRE_POSTGRES") == "1"
-OPERATOR_TOKEN = "operator-test-token-0123456789"
+OPERATOR_TOKEN = "operator-test-token-0123456789-abcdefghij"  # 32+ characters, as `campus serve` requires
 
 
 def _postgres_problem() -> str | None:

@@ -1,11 +1,12 @@
 """Client addresses as one school's logins see them (hosting guide fiche 11, "Sécurité").
 
-Each failed authentication (console password, directory user's password, PIN,
-invoice number) is an event of the :class:`ClientAddress` of (school, address),
-whose id is natural, so two processes count on the same aggregate. Too many
-failures suspend the address for that school's logins; an administrator can
-unblock it. What was attempted as a secret is never recorded: only the kind of
-check that failed and the login that was tried.
+The :class:`ClientAddress` of (school, address), whose id is natural, records
+the actions: a suspension (too many failed authentications from that address
+for that school's logins) and its unblocking by an administrator. The failures
+themselves are counters beside the events (``campus_login_failures``, see
+:mod:`campus.login_guard`), not events: a brute force must not grow the log.
+``AuthenticationFailed`` events stored before that change (kind and login tried,
+never the secret) stay readable: the method is kept so they replay.
 
 :class:`SuspensionDay` is a small index: which addresses of a school were
 suspended on a day (UTC), so listing the current suspensions reads a day or two
@@ -52,7 +53,8 @@ class ClientAddress(CampusAggregate):
 
     @event("AuthenticationFailed")
     def fail_authentication(self, kind: str, login: str | None, failed_at: datetime) -> None:
-        """`kind`: console_password, invoice_number, password, pin or secret_answer. Never the attempted secret."""
+        """Replays failures recorded before issue 9 (new ones are counters, campus/login_guard.py).
+        `kind`: console_password, invoice_number, password, pin or secret_answer. Never the attempted secret."""
         kept = [t for t in self.recent_failures if t > failed_at - FAILURE_MEMORY]
         self.recent_failures = (*kept[-(FAILURES_KEPT - 1):], failed_at)
 

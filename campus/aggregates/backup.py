@@ -2,8 +2,13 @@
 
 The aggregate records that a file was taken (where, its SHA-256, its size, the
 base's state it holds: version, log position, counts), that a check found the
-file missing or damaged, and, later, that retention discarded it. Retention
-deletes the file, never these events.
+file damaged, and, later, that retention discarded it. Retention deletes the
+file, never these events.
+
+A scheduled save or archive has the natural id of its (planning, kind, slot)
+(:func:`campus.backups.scheduled_backup_id`): a slot is recorded once, whichever
+server takes it. Saves on request and school-year archives have random ids; so
+do scheduled backups taken before issue 9, which stay valid as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from eventsourcing.domain import event
 from campus.aggregates.core import CampusAggregate
 
 KINDS = ("save", "archive")
+# The problem code of a file absent from a server's snapshot storage: reported there, never recorded
+# (until issue 9 it was recorded as FoundDamaged; such events are read as saying nothing of the file).
+MISSING = "backup_file_missing"
 
 
 class Backup(CampusAggregate):
@@ -49,6 +57,11 @@ class Backup(CampusAggregate):
 
     @event("FoundDamaged")
     def mark_damaged(self, problem: str, detail: str) -> None:
-        """A check (download, restore) found the file missing or not as it was written."""
+        """A check (download, restore) found the file not as it was written (its size or SHA-256).
+
+        A file missing from one server's snapshot storage is not recorded any more (another server
+        may have it); such an event recorded earlier leaves the backup as it was."""
+        if problem == MISSING:
+            return
         self.damaged = True
         self.damage = {"problem": problem, "detail": detail}

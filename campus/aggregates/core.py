@@ -16,7 +16,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, Snapshot
 
-from campus.clock import current_clock
+from campus.clock import FrozenClock, InstantTooEarly, current_clock
 from campus.context import current_context
 
 # Natural keys become uuid5 ids in this namespace, so a duplicate fails atomically.
@@ -66,6 +66,11 @@ class CampusAggregate(Aggregate):
         return super()._create(event_class, id=id, **kwargs)
 
     def trigger_event(self, event_class, **kwargs) -> None:  # noqa: ANN001
+        clock = current_clock()
+        if isinstance(clock, FrozenClock) and clock.now() < self.modified_on:
+            # Timestamps never go backwards along an aggregate's versions: the command is run
+            # again with an instant no earlier than this aggregate's last event.
+            raise InstantTooEarly(self.modified_on)
         kwargs.setdefault("meta", _meta(kwargs.get("account_id", self.account_id)))
         super().trigger_event(event_class, **kwargs)
 

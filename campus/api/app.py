@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,16 @@ from campus.clock import Clock
 from campus.settings import Settings
 
 log = structlog.get_logger("campus")
+
+
+def _settings_from_environment() -> Settings:
+    from campus.cli import operator_token
+    from campus.logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    token, _ = operator_token(settings)
+    return Settings(**{**settings.__dict__, "operator_token": token})
 
 
 def _warm_up(app_service: CampusApplication, stop: threading.Event) -> None:
@@ -61,29 +72,36 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
     return undo
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None,
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
                application: CampusApplication | None = None) -> Starlette:
-    """Build the ASGI app. The eventsourcing application is built here unless given."""
+    """Build the ASGI app. The eventsourcing application is built here unless given.
+
+    Without settings, this is a uvicorn factory (``uvicorn --factory campus.api.app:create_app``, and
+    each worker of ``campus serve --workers N``): the settings are read from the environment, logging
+    is configured, and the operator token comes from ``CAMPUS_OPERATOR_TOKEN`` or the data dir.
+    """
+    if settings is None:
+        settings = _settings_from_environment()
     app_service = application or CampusApplication(settings, clock=clock)
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app_service.history.catch_up()
-        app_service.clean_snapshots()  # interrupted writes and orphan files of a crash
+        app_service.history.catch_up(patient=True)  # waits while another server projects a long backlog
+        app_service.clean_snapshots()  # interrupted writes and orphan files of a crash (the scheduler's server)
         stop = threading.Event()
         restore_signals = _stop_on_signals(stop)  # open history streams end at once, not after the timeout
         follower = app_service.history.follow(stop)
         timeline_follower = app_service.timeline.follow(stop)
-        scheduler = app_service.start_backup_scheduler(stop)
-        year_scheduler = app_service.start_year_scheduler(stop)
+        scheduler = app_service.start_scheduler(stop)  # saves, archives, year operations, clean-ups: one server
         mail_sender = app_service.start_mail_sender(stop)
         warm_up = threading.Thread(target=_warm_up, args=(app_service, stop), name="campus-warm-up", daemon=True)
         warm_up.start()
-        log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version())
+        log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version(),
+                 pid=os.getpid())
         yield
         stop.set()
         restore_signals()
         # Background threads end before the store closes (never log or query after shutdown).
-        for thread in (follower, timeline_follower, scheduler, year_scheduler, warm_up, mail_sender):
+        for thread in (follower, timeline_follower, scheduler, warm_up, mail_sender):
             thread.join(timeout=10)
         app_service.close()
 

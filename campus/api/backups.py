@@ -23,7 +23,7 @@ class NewBackup(s.Strict):
 
 def backup_view(backup: Backup, status: tuple[str, str | None] = ("ok", None)) -> dict[str, Any]:
     """A backup as listed; `status` is "ok", "damaged" (a check found its file altered) or
-    "missing" (no file), with the problem's code."""
+    "missing" (no file on this server's snapshot storage), with the problem's code."""
     return {
         "id": str(backup.id),
         "kind": backup.kind,
@@ -65,8 +65,10 @@ def take_backup(call: Call, body: NewBackup) -> Reply:
 @api.get("/v1/console/plannings/{planning_id}/backups/{backup_id}/download", auth=Auth.CONSOLE_OR_ADMIN,
          tag="backups")
 def download_backup(call: Call) -> Response:
-    """The backup's campus-base file (loads anywhere); its SHA-256 is checked before it is sent
-    (410 missing, 409 altered: the backup is then marked damaged)."""
+    """The backup's campus-base file (loads anywhere); its SHA-256 is checked before it is sent:
+    409 `backup_corrupted` when the file is altered (the backup is then marked damaged for every
+    server); 410 `backup_file_missing` when the file is not on this server's snapshot storage
+    (nothing is recorded: the servers of one store share that storage, another may have it)."""
     backup = call.app.get_backup(call.account_id, _planning_id(call), _uuid(call.path["backup_id"], "backup"))
     path = call.app.trusted_backup_path(backup)
     return FileResponse(path, media_type=MEDIA_TYPE, headers={

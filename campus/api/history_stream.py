@@ -11,9 +11,11 @@ First every matching event after the resume point (``Last-Event-ID``, else
 ``?after=``, else the beginning), then each new one as it is recorded: the
 stream polls the view (:data:`POLL_SECONDS`), which is cheap when nothing
 happened. A comment (``: keep-alive``) goes out when nothing else did for
-``Settings.history_heartbeat_seconds``, so proxies keep the connection; at the
-same time the console session is checked again, and the stream ends when the
-session has ended (logout, expiry, password reset). The stream also ends when
+``Settings.history_heartbeat_seconds``, so proxies keep the connection. The
+console session is checked again before every batch of events is sent and at
+least every ``Settings.history_session_check_seconds`` (5 s by default) while
+the stream waits: the stream ends as soon as the session has ended (logout,
+expiry, password reset), and never sends an event after. The stream also ends when
 the server is asked to stop (``HistoryView.stopping``), so a shutdown never
 waits for its clients. It reads the same rows as the list, so secrets stay
 redacted the same way, and only the caller's school's rows.
@@ -31,11 +33,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import PersistenceError
 from starlette.responses import StreamingResponse
 
 from campus.api.routing import encode_json
-from campus.errors import Invalid, Unauthenticated
+from campus.errors import Invalid, StoreUnavailable, Unauthenticated
 from campus.projections.history import HistoryQuery
 
 if TYPE_CHECKING:
@@ -75,26 +77,44 @@ async def _follow(app: CampusApplication, query: HistoryQuery, token: str) -> As
     cursor = query.after or 0  # every matching event up to here was sent
     drained_at = -1  # the view's position when the last read found nothing more
     heartbeat = app.settings.history_heartbeat_seconds
+    check_every = app.settings.history_session_check_seconds
     quiet_until = time.monotonic() + heartbeat
+    checked_at = time.monotonic()  # the request that opened the stream was authenticated
+
+    async def signed_in() -> bool:
+        nonlocal checked_at
+        checked_at = time.monotonic()
+        return await anyio.to_thread.run_sync(_still_signed_in, app, token)
+
     try:
         while not app.history.stopping.is_set():
-            position = await anyio.to_thread.run_sync(app.history.catch_up)
+            try:
+                position = await anyio.to_thread.run_sync(app.history.catch_up)
+            except StoreUnavailable:  # the view is behind (its projector is busy): look again at the next poll
+                if time.monotonic() - checked_at >= check_every and not await signed_in():
+                    return
+                await anyio.sleep(POLL_SECONDS)
+                continue
             if position != drained_at:
                 events, more = await anyio.to_thread.run_sync(app.read_history, replace(query, after=cursor))
                 if events:
+                    if not await signed_in():  # never an event for a session that has ended
+                        return
                     yield b"".join(sse_message(e) for e in events)
                     cursor, quiet_until = events[-1]["position"], time.monotonic() + heartbeat
                 if more is not None:
                     continue
                 # Everything up to `position` was in the view when it was read: nothing there is missed.
                 cursor, drained_at = max(cursor, position), position
+            if time.monotonic() - checked_at >= check_every and not await signed_in():
+                return
             if time.monotonic() >= quiet_until:
-                if not await anyio.to_thread.run_sync(_still_signed_in, app, token):
+                if not await signed_in():
                     return
                 yield b": keep-alive\n\n"
                 quiet_until = time.monotonic() + heartbeat
             await anyio.sleep(POLL_SECONDS)
-    except (OperationalError, InterfaceError) as exc:
+    except PersistenceError as exc:
         # The store is busy or unreachable: end the stream; the client resumes with Last-Event-ID.
         log.warning("history_stream_store_unavailable", error_type=type(exc).__name__)
     except Exception as exc:  # noqa: BLE001 - the headers are sent: end the stream cleanly, say why in the log

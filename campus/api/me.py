@@ -10,10 +10,11 @@ from campus.aggregates.user import DirectoryUser, SecurityMeasure
 from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
+from campus.text import VISIBLE
 from campus.user_sessions import Access, ClientApplication, Mode
 
 Station = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
-                                           pattern=r"^[^\x00-\x1f\x7f]*$")]
+                                           pattern=r"^[^\x00-\x1f\x7f]*$"), VISIBLE]
 
 
 class OpenUserSession(s.OpenUserSession):

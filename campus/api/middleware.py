@@ -1,10 +1,22 @@
-"""Pure-ASGI middleware: request context and the canonical log line.
+"""Pure-ASGI middleware: request context, security headers and the canonical log line.
 
 For each HTTP request it sets the request id (the client's ``X-Request-ID`` when
 it is a sane token, else a new one), the client address, and the default actor
 ``anonymous`` in :mod:`campus.context`, echoes the request id in the response,
-and writes one log line when the response is complete. The log line never holds
-a body, a query string or a header value other than the id.
+adds the security headers (:data:`SECURITY_HEADERS`) to every answer, and writes
+one log line when the response is complete. The log line never holds a body, a
+query string or a header value other than the id. A client that goes away before
+its request is read (``ClientDisconnect``) is that one line, status 499, without
+a traceback.
+
+Security headers, on every answer unless the handler set its own value:
+``X-Content-Type-Options: nosniff`` (a served file is never sniffed into HTML or
+script), ``Cache-Control: no-store`` (answers show secrets once: a password, a
+token, a users file; no cache may keep any answer), and, for every file served
+(annexes, exports, backups) as for JSON, ``X-Frame-Options: DENY`` with
+``Content-Security-Policy: default-src 'none'; frame-ancestors 'none'; sandbox``
+(nothing served may run, load anything or be framed) and ``Referrer-Policy:
+no-referrer``.
 
 The client address is the socket's peer, unless that peer is one of the trusted
 proxies (``CAMPUS_TRUSTED_PROXIES``): then it is the right-most address of
@@ -22,12 +34,21 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from campus.context import RequestContext, reset_context, set_context
 
 log = structlog.get_logger("campus.access")
 SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+CLIENT_CLOSED_REQUEST = 499  # the log line's status for a client gone before its request was read
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'; sandbox"),
+    (b"referrer-policy", b"no-referrer"),
+)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -104,12 +125,17 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in SECURITY_HEADERS if name not in present]
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            # Gone while its body was read: nothing can be answered and nothing of ours failed.
+            status = CLIENT_CLOSED_REQUEST
         finally:
             reset_context(token)
             log.info(

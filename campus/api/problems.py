@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventsourcing.persistence import PersistenceError
+
 from campus.errors import CampusError
 
 log = structlog.get_logger("campus.api")
@@ -62,6 +64,12 @@ async def campus_error(request: Request, exc: Exception) -> Response:
     return from_campus_error(exc)
 
 
+async def store_failed(request: Request, exc: Exception) -> Response:
+    from campus.command_path import store_unavailable
+
+    return from_campus_error(store_unavailable(exc))
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
     return problem(500, "internal error; the request id identifies it in the server log")
@@ -70,5 +78,6 @@ async def unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     HTTPException: http_exception,
     CampusError: campus_error,
+    PersistenceError: store_failed,  # the store unreachable or refusing: 503, nothing was changed
     Exception: unexpected,
 }

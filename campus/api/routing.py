@@ -9,6 +9,7 @@ the answer. The same declarations generate ``/openapi.json``.
 
 from __future__ import annotations
 
+import errno
 import re
 import tempfile
 from collections.abc import Callable
@@ -20,13 +21,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import orjson
 import structlog
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from campus.api.middleware import CLIENT_CLOSED_REQUEST
+from campus.command_path import store_unavailable
 from campus.api.problems import from_campus_error, problem, validation_errors
 from campus.context import current_context, set_actor
 from campus.errors import CampusError, Forbidden, Invalid, Malformed, TooLarge, Unauthenticated
@@ -37,6 +40,25 @@ if TYPE_CHECKING:
     from campus.user_sessions import UserCaller
 
 log = structlog.get_logger("campus.api")
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+STORAGE_RETRY_SECONDS = 60
+
+
+class InsufficientStorage(CampusError):
+    """A file of the request could not be written: the disk (or the quota) is full (507)."""
+
+    status = 507
+    title = "Insufficient Storage"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"no space left on the server's disk: {what} could not be written; nothing was changed. "
+                         "Retry later (the hosting provider has to free some space)", code="insufficient_storage")
+        self.headers = {"Retry-After": str(STORAGE_RETRY_SECONDS)}
+
+
+def no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
 
 
 class Auth(str, Enum):
@@ -185,6 +207,15 @@ def _dispatcher(application: CampusApplication, endpoints: dict[str, Endpoint]) 
             return await run_in_threadpool(_handle, application, ep, request, raw)
         except CampusError as exc:
             return from_campus_error(exc)
+        except ClientDisconnect:
+            # The client went away while sending its body: no answer can reach it, nothing was done.
+            # Not an error of ours: no traceback; the request's log line says 499.
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        except OSError as exc:
+            if no_space(exc):  # the upload filled the disk: its partial file is already removed
+                log.warning("no_space_left", error_type=type(exc).__name__, writing="upload")
+                return from_campus_error(InsufficientStorage("the uploaded file"))
+            raise
         finally:
             if spooled is not None:
                 spooled.unlink(missing_ok=True)
@@ -210,7 +241,8 @@ async def _spool_body(request: Request, directory: Path, cap: int) -> Path:
     if declared and declared.isdigit() and int(declared) > cap:
         raise TooLarge(f"the body is {declared} bytes; the limit is {cap} bytes")
     await anyio.to_thread.run_sync(lambda: directory.mkdir(parents=True, exist_ok=True))
-    fd, name = await anyio.to_thread.run_sync(lambda: tempfile.mkstemp(prefix="upload-", suffix=".part", dir=directory))
+    fd, name = await anyio.to_thread.run_sync(
+        lambda: tempfile.mkstemp(prefix="upload-", suffix=".part", dir=directory))
     path = Path(name)
     try:
         size = 0
@@ -242,20 +274,30 @@ def _handle(application: CampusApplication, ep: Endpoint, request: Request, raw:
             call.raw = raw
         elif ep.body is not None:
             args.append(_validate(ep.body, _parse_json(raw, request), ""))
-        result = ep.handler(call, *args)
+        result = _call_handler(ep, call, args)
         response = _encode(ep, result)
     except CampusError as exc:
         response = from_campus_error(exc)
-    except (OperationalError, InterfaceError) as exc:
-        # The store is busy or unreachable: nothing was written; the client may retry.
-        log.warning("store_unavailable", error_type=type(exc).__name__)
-        response = problem(503, "the event store is busy or unreachable; nothing was changed, retry shortly",
-                           headers={"Retry-After": "1"})
+    except PersistenceError as exc:
+        # A read the store could not answer (unreachable, busy, timed out): nothing was written.
+        # (Commands map their own store failures: campus/command_path.py.)
+        response = from_campus_error(store_unavailable(exc))
     except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a clean 500
         log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
         response = problem(500, "internal error; quote the X-Request-ID header when reporting it")
     request.scope.setdefault("state", {})["actor"] = current_context().actor
     return response
+
+
+def _call_handler(ep: Endpoint, call: Call, args: list[Any]) -> Any:
+    """The handler; a file it could not write for want of space is a 507, not a bug."""
+    try:
+        return ep.handler(call, *args)
+    except OSError as exc:
+        if no_space(exc):
+            log.warning("no_space_left", error_type=type(exc).__name__, path=getattr(exc, "filename", None))
+            raise InsufficientStorage("a file of this request") from None
+        raise
 
 
 def _parse_json(raw: bytes, request: Request) -> Any:
@@ -289,8 +331,7 @@ def _authenticate(application: CampusApplication, auth: Auth, request: Request, 
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("send Authorization: Bearer <token>", code="missing_token")
     if auth is Auth.OPERATOR:
-        if not application.check_operator_token(token):
-            raise Unauthenticated("the operator token is wrong", code="invalid_token")
+        application.authenticate_operator(token)  # 401, or 429 after too many failures from this address
         set_actor("operator")
         return
     call.token = token

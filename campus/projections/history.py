@@ -13,17 +13,19 @@ database as the events (SQLite file or PostgreSQL schema):
   not): the projector reads it to fill the ``planning_id`` and ``base_id`` of
   every history row.
 
-Rows are written in the same transaction as the tracking position, so the view
-never skips or repeats an event. Readers call :meth:`HistoryView.catch_up` first,
-which makes every read consistent with every write that preceded it. The view
-can be dropped and rebuilt from the events at any time: when its table layout
-changes, :data:`SCHEMA_VERSION` changes and the tables are dropped and projected
-again from the first event (see docs/HISTORY.md).
+How the view follows the log — one projector at a time, every event exactly once
+whatever the commit order of ids, readers waiting for it — is shared with the
+timeline: :class:`~campus.projections.follower.ProjectedView`. Readers call
+:meth:`HistoryView.catch_up` first, which makes every read consistent with every
+write that preceded it. The view can be dropped and rebuilt from the events at
+any time (``campus views rebuild history``); when its table layout changes,
+:data:`SCHEMA_VERSION` changes and the tables are dropped and projected again
+from the first event (see docs/HISTORY.md).
 """
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -34,15 +36,12 @@ from uuid import UUID
 import orjson
 import structlog
 
-from campus.background import run_every
-
-from campus.projections.tables import StoreTables
+from campus.projections.follower import ProjectedView
 from campus.redaction import redact
 
 if TYPE_CHECKING:
     from eventsourcing.application import Application
 
-BATCH = 500
 # The layout of the view's tables. Change it with the tables: a database whose view was
 # built under another version gets its view dropped and rebuilt from the events.
 # 1: the first layout (no version row); 2: planning_id and base_id, the scope table.
@@ -88,18 +87,15 @@ class HistoryQuery:
     base_id: str | None = None
 
 
-class HistoryView(StoreTables):
+class HistoryView(ProjectedView):
+    name = "history"
+
     def __init__(self, app: Application) -> None:
-        super().__init__(app)
-        self.app = app
+        super().__init__(app, "campus_view_tracking")
         self.t_history = self.table("campus_history")
         self.t_catalogue = self.table("campus_catalogue")
-        self.t_tracking = self.table("campus_view_tracking")
         self.t_scope = self.table("campus_history_scope")
         self.t_schema = self.table("campus_view_schema")
-        self._lock = threading.Lock()
-        # Set when the server is asked to stop (see `follow`): live readers of the view end.
-        self.stopping = threading.Event()
         self._create_tables()
 
     # -- SQL plumbing -----------------------------------------------------
@@ -123,10 +119,11 @@ class HistoryView(StoreTables):
                 self._drop_tables(curs, None if row is None else int(row["version"]))
             for statement in self._table_statements(big):
                 curs.execute(statement)
+            self._ensure_tracking(curs)
 
     def _drop_tables(self, curs: Any, found: int | None) -> None:
         """Forget the projected view (its rows and its position): the next catch-up rebuilds it."""
-        projected = self._position(curs)
+        projected = self._tracked(curs)
         if projected:
             log.info("history_view_rebuild", from_version=found or 1, to_version=SCHEMA_VERSION, events=projected)
         for table in (self.t_history, self.t_catalogue, self.t_scope):
@@ -155,40 +152,11 @@ class HistoryView(StoreTables):
             " (aggregate_id TEXT PRIMARY KEY, planning_id TEXT, base_id TEXT)",
         ]
 
-    def _position(self, curs: Any) -> int:
-        curs.execute(self._sql(f"SELECT position FROM {self.t_tracking} WHERE name = ?"), ("history",))
-        row = curs.fetchone()
-        return int(row["position"]) if row else 0
+    def _clear(self, curs: Any) -> None:
+        for table in (self.t_history, self.t_catalogue, self.t_scope):
+            curs.execute(f"DELETE FROM {table}")
 
-    # -- projection -------------------------------------------------------
-    def catch_up(self) -> int:
-        """Project every event recorded so far; return the last position.
-
-        The lock is taken one batch at a time, so a long catch-up (after a big
-        load) never holds another reader for more than one batch.
-        """
-        while True:
-            with self._lock:
-                with self.datastore.transaction(commit=False) as curs:
-                    position = self._position(curs)
-                notifications = self.app.recorder.select_notifications(
-                    start=position + 1, limit=BATCH
-                )
-                if not notifications:
-                    return position
-                self._project(notifications)
-
-    def follow(self, stop: threading.Event, interval: float = 0.5) -> threading.Thread:
-        """Keep the view caught up in the background until `stop` is set.
-
-        `stop` also becomes :attr:`stopping`: the live streams of the history follow
-        the view too, and end when it is set (the server is stopping).
-        """
-        self.stopping = stop
-
-        return run_every(interval, self.catch_up, stop, "history-follower")
-
-    def _project(self, notifications: list) -> None:
+    def _project(self, notifications: Sequence[Any], after: int) -> None:
         rows, catalogue = [], []
         decoded = [(n, self.app.mapper.to_domain_event(n)) for n in notifications]
         scopes = _Scopes(self._known_scopes(decoded))
@@ -206,25 +174,15 @@ class HistoryView(StoreTables):
             ))
             if n.originator_version == 1:
                 catalogue.append((str(n.originator_id), meta.get("tenant"), aggregate_type, n.id))
-        last = notifications[-1].id
         with self.datastore.transaction(commit=True) as curs:
-            for row in rows:
-                curs.execute(self._sql(
-                    f"INSERT INTO {self.t_history} (position, tenant, aggregate_id, aggregate_type,"
-                    " type, version, actor, request_id, client_address, reason, timestamp, data,"
-                    " planning_id, base_id)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (position) DO NOTHING"), row)
-            for row in catalogue:
-                curs.execute(self._sql(
-                    f"INSERT INTO {self.t_catalogue} (aggregate_id, tenant, aggregate_type, position)"
-                    " VALUES (?,?,?,?) ON CONFLICT (aggregate_id) DO NOTHING"), row)
-            for aggregate_id, (planning_id, base_id) in scopes.new.items():
-                curs.execute(self._sql(
-                    f"INSERT INTO {self.t_scope} (aggregate_id, planning_id, base_id)"
-                    " VALUES (?,?,?) ON CONFLICT (aggregate_id) DO NOTHING"), (aggregate_id, planning_id, base_id))
-            curs.execute(self._sql(
-                f"INSERT INTO {self.t_tracking} (name, position) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position"), ("history", last))
+            self._advance_tracking(curs, after, notifications[-1].id)
+            self._insert_rows(curs, f"{self.t_history} (position, tenant, aggregate_id, aggregate_type, type,"
+                              " version, actor, request_id, client_address, reason, timestamp, data, planning_id,"
+                              " base_id)", rows, "ON CONFLICT (position) DO NOTHING")
+            self._insert_rows(curs, f"{self.t_catalogue} (aggregate_id, tenant, aggregate_type, position)",
+                              catalogue, "ON CONFLICT (aggregate_id) DO NOTHING")
+            self._insert_rows(curs, f"{self.t_scope} (aggregate_id, planning_id, base_id)",
+                              [(a, p, b) for a, (p, b) in scopes.new.items()], "ON CONFLICT (aggregate_id) DO NOTHING")
 
     def _known_scopes(self, decoded: list) -> dict[str, tuple[str | None, str | None]]:
         """The remembered scopes of the batch's aggregates and of the bases its events name."""

@@ -15,7 +15,7 @@ class StoreTables:
 
     def __init__(self, app: Any) -> None:
         self.datastore = app.recorder.datastore
-        self.is_postgres = type(self.datastore).__name__.startswith("Postgres")
+        self.is_postgres = "Postgres" in type(self.datastore).__name__
         self._schema = getattr(self.datastore, "schema", "") if self.is_postgres else ""
         # Column types that differ between the two stores.
         self.big = "BIGINT" if self.is_postgres else "INTEGER"

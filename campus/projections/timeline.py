@@ -20,9 +20,13 @@ and for a page of records the latest row of each record at or before P. The
 cost depends on the page, not on the length of the history or the size of the
 base (bench/as_of.py measures it against a full replay).
 
-The projection follows the notification log like the history view (its own
-tracking row, written in the same transaction as its rows, so it never skips
-or repeats an event) and can be dropped and rebuilt from the events. Record
+The projection follows the notification log like the history view
+(:class:`~campus.projections.follower.ProjectedView`: its own tracking row,
+written in the same transaction as its rows, one projector at a time, every
+event exactly once whatever the commit order of ids) and can be dropped and
+rebuilt from the events (``campus views rebuild timeline``). The projector keeps
+each base's running state in memory (``_tips``) only while the tracking position
+it reads is the one its own last batch wrote; otherwise it reads it back. Record
 events take a fast path; any other base event (creation, restore, annexes, and
 any event added later) is applied with the aggregate's own code to the state
 read back from these tables, so the timeline can never disagree with a replay.
@@ -31,8 +35,7 @@ Values are stored with the event store's transcoder, so they round-trip exactly.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -40,17 +43,14 @@ from uuid import UUID
 
 import structlog
 
-from campus.background import run_every
-
 from campus.aggregates.school_base import Base
+from campus.projections.follower import ProjectedView
 from campus.projections.history import iso
-from campus.projections.tables import StoreTables
 from campus.records import KINDS
 
 if TYPE_CHECKING:
     from eventsourcing.application import Application
 
-BATCH = 500
 log = structlog.get_logger("campus.timeline")
 
 _KIND_ORDER = {kind: index for index, kind in enumerate(KINDS)}
@@ -104,17 +104,16 @@ class _Tip:
     births: dict[UUID, int] = field(default_factory=dict)  # cache of the current birth of records
 
 
-class TimelineView(StoreTables):
+class TimelineView(ProjectedView):
+    name = "timeline"
+
     def __init__(self, app: Application) -> None:
-        super().__init__(app)
-        self.app = app
+        super().__init__(app, "campus_tl_tracking")
         self.transcoder = app.mapper.transcoder
         self.t_events = self.table("campus_tl_events")
         self.t_records = self.table("campus_tl_records")
-        self.t_tracking = self.table("campus_tl_tracking")
         self.t_annexes = self.table("campus_tl_annexes")
         self.t_lives = self.table("campus_tl_lives")
-        self._lock = threading.Lock()
         self._tips: dict[UUID, _Tip] = {}
         # Rows of the batch being projected, written at once; the latest version of each record
         # written in the batch stays readable from memory until then.
@@ -152,6 +151,7 @@ class TimelineView(StoreTables):
         with self.datastore.transaction(commit=True) as curs:
             for statement in statements:
                 curs.execute(statement)
+            self._ensure_tracking(curs)
 
     def _encode(self, value: Any) -> bytes:
         return self.transcoder.encode(value)
@@ -159,72 +159,61 @@ class TimelineView(StoreTables):
     def _decode(self, data: Any) -> Any:
         return self.transcoder.decode(bytes(data))
 
-    def _tracked(self, curs: Any) -> int:
-        curs.execute(self._sql(f"SELECT position FROM {self.t_tracking} WHERE name = ?"), ("timeline",))
-        row = curs.fetchone()
-        return int(row["position"]) if row else 0
-
     # -- projection -------------------------------------------------------
-    def catch_up(self) -> int:
-        """Project every event recorded so far; return the last position (one batch per lock hold)."""
-        while True:
-            with self._lock:
-                with self.datastore.transaction(commit=False) as curs:
-                    position = self._tracked(curs)
-                notifications = self.app.recorder.select_notifications(
-                    start=position + 1, limit=BATCH, topics=())
-                if not notifications:
-                    return position
-                try:
-                    self._project(notifications)
-                except BaseException:
-                    self._tips.clear()  # they may hold changes that were not committed
-                    raise
-                finally:
-                    self._births.clear()
-                    self._deaths.clear()
-                    self._record_rows.clear()
-                    self._event_rows.clear()
-                    self._pending.clear()
+    def _forget_running_state(self) -> None:
+        self._tips.clear()
+        self._clear_batch()
 
-    def follow(self, stop: threading.Event, interval: float = 0.5) -> threading.Thread:
-        """Keep the timeline caught up in the background until `stop` is set."""
-
-        return run_every(interval, self.catch_up, stop, "timeline-follower")
-
-    def _project(self, notifications: list) -> None:
-        last = notifications[-1].id
-        with self.datastore.transaction(commit=True) as curs:
-            for n in notifications:
-                if n.topic.startswith(_BASE_TOPIC):
-                    self._project_base_event(curs, n)
-            self._flush(curs)
-            curs.execute(self._sql(
-                f"INSERT INTO {self.t_tracking} (name, position) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position"), ("timeline", last))
-
-    def _flush(self, curs: Any) -> None:
-        """Write the batch's rows (before anything reads the tables back)."""
-        if self._record_rows:
-            curs.executemany(self._sql(
-                f"INSERT INTO {self.t_records} (base_id, record_id, position, kind, birth, fields)"
-                " VALUES (?,?,?,?,?,?)"), self._record_rows)
-        if self._event_rows:
-            curs.executemany(self._sql(
-                f"INSERT INTO {self.t_events} (base_id, position, version, timestamp, state, header, touched)"
-                " VALUES (?,?,?,?,?,?,?)"), self._event_rows)
-        if self._births:
-            curs.executemany(self._sql(
-                f"INSERT INTO {self.t_lives} (base_id, kind, birth, record_id) VALUES (?,?,?,?)"), self._births)
-        if self._deaths:
-            curs.executemany(self._sql(
-                f"UPDATE {self.t_lives} SET death = ? WHERE base_id = ? AND kind = ? AND birth = ? AND record_id = ?"),
-                self._deaths)
+    def _clear_batch(self) -> None:
         self._births.clear()
         self._deaths.clear()
         self._record_rows.clear()
         self._event_rows.clear()
         self._pending.clear()
+
+    def _clear(self, curs: Any) -> None:
+        for table in (self.t_events, self.t_records, self.t_lives, self.t_annexes):
+            curs.execute(f"DELETE FROM {table}")
+
+    def _project(self, notifications: Sequence[Any], after: int) -> None:
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                self._advance_tracking(curs, after, notifications[-1].id)
+                for n in notifications:
+                    if n.topic.startswith(_BASE_TOPIC):
+                        self._project_base_event(curs, n)
+                self._flush(curs)
+        finally:
+            self._clear_batch()
+
+    def _flush(self, curs: Any) -> None:
+        """Write the batch's rows (before anything reads the tables back)."""
+        self._insert_rows(curs, f"{self.t_records} (base_id, record_id, position, kind, birth, fields)",
+                          self._record_rows, "ON CONFLICT (base_id, record_id, position) DO NOTHING")
+        self._insert_rows(curs, f"{self.t_events} (base_id, position, version, timestamp, state, header, touched)",
+                          self._event_rows, "ON CONFLICT (base_id, position) DO NOTHING")
+        self._insert_rows(curs, f"{self.t_lives} (base_id, kind, birth, record_id)", self._births,
+                          "ON CONFLICT (base_id, kind, birth, record_id) DO NOTHING")
+        self._mark_deaths(curs)
+        self._clear_batch()
+
+    def _mark_deaths(self, curs: Any) -> None:
+        """Close the lives ended in this batch (setting the same death twice changes nothing)."""
+        if not self._deaths:
+            return
+        if not self.is_postgres:
+            curs.executemany(
+                f"UPDATE {self.t_lives} SET death = ? WHERE base_id = ? AND kind = ? AND birth = ? AND record_id = ?",
+                self._deaths)
+            return
+        one = "(%s::bigint, %s::bytea, %s::text, %s::bigint, %s::bytea)"
+        per = 5000
+        for start in range(0, len(self._deaths), per):
+            chunk = self._deaths[start:start + per]
+            curs.execute(
+                f"UPDATE {self.t_lives} AS l SET death = d.death FROM (VALUES {','.join([one] * len(chunk))})"
+                " AS d (death, base_id, kind, birth, record_id) WHERE l.base_id = d.base_id AND l.kind = d.kind"
+                " AND l.birth = d.birth AND l.record_id = d.record_id", [v for row in chunk for v in row])
 
     def _project_base_event(self, curs: Any, n: Any) -> None:
         event = self.app.mapper.to_domain_event(n)
@@ -269,7 +258,8 @@ class TimelineView(StoreTables):
             tip.header_at = n.id
         self._event_rows.append((
             base_id.bytes, n.id, n.originator_version, iso(event.timestamp),
-            self._encode({"counts": {k: v for k, v in tip.counts.items() if v}, "last_entry_at": tip.last_entry_at,
+            self._encode({"counts": {k: tip.counts[k] for k in KINDS if tip.counts.get(k)},
+                          "last_entry_at": tip.last_entry_at,
                           "header_at": tip.header_at}),
             self._encode(tip.header) if header_changed else None, bytes(touched)))
         self._tips[base_id] = tip

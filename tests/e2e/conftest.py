@@ -50,9 +50,11 @@ class CampusServer:
     """One ``campus serve`` subprocess (possibly restarted) and its logs."""
 
     def __init__(self, workdir: Path, *, postgres_schema: str | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, data_dir: Path | None = None,
+                 snapshots_dir: Path | None = None, extra_args: list[str] | None = None) -> None:
         self.workdir = workdir
-        self.data_dir = workdir / "data"
+        self.extra_args = list(extra_args or [])
+        self.data_dir = data_dir or workdir / "data"
         self.postgres_schema = postgres_schema
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -60,7 +62,7 @@ class CampusServer:
                if not k.startswith(("CAMPUS_", "POSTGRES_", "SQLITE_", "PERSISTENCE_"))}
         env["CAMPUS_LOG_FORMAT"] = "json"
         env["PYTHONUNBUFFERED"] = "1"
-        env["CAMPUS_SNAPSHOTS_DIR"] = str(workdir / "snapshots")
+        env["CAMPUS_SNAPSHOTS_DIR"] = str(snapshots_dir or workdir / "snapshots")
         if postgres_schema:
             env["CAMPUS_POSTGRES_DSN"] = pg_dsn_for(postgres_schema)
         env.update(extra_env or {})
@@ -76,9 +78,29 @@ class CampusServer:
     @property
     def command(self) -> list[str]:
         return [sys.executable, "-m", "campus", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--data-dir", str(self.data_dir)]
+                "--data-dir", str(self.data_dir), *self.extra_args]
 
     def start(self) -> CampusServer:
+        self.launch()
+        self.wait_started()
+        return self
+
+    def wait_started(self) -> CampusServer:
+        self._wait_healthy()
+        return self
+
+    def kill(self) -> int | None:
+        """SIGKILL (no shutdown at all), as a crash would; returns the exit code."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        process.kill()
+        process.wait(10)
+        self.returncodes.append(process.returncode)
+        return process.returncode
+
+    def launch(self) -> CampusServer:
+        """Start the process without waiting for it to answer."""
         assert self.process is None or self.process.poll() is not None, "already running"
         n = len(self.runs)
         out_path, err_path = self.workdir / f"stdout.{n}.log", self.workdir / f"stderr.{n}.log"
@@ -86,7 +108,6 @@ class CampusServer:
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             self.process = subprocess.Popen(self.command, env=self.env, cwd=self.workdir, stdout=out, stderr=err,
                                             stdin=subprocess.DEVNULL)
-        self._wait_healthy()
         return self
 
     def _wait_healthy(self) -> None:
@@ -214,22 +235,71 @@ class CampusServer:
             time.sleep(0.05)
 
 
+def _schema_for(request: pytest.FixtureRequest, servers: list[CampusServer]) -> str:
+    """The test's PostgreSQL schema, with the servers stopped BEFORE it is dropped: `pg_schema` is set up
+    here, after this factory, so pytest would tear it down first; a finalizer added to the test item now
+    runs before the schema's (last in, first out)."""
+    schema = request.getfixturevalue("pg_schema")
+    request.node.addfinalizer(lambda: [server.stop() for server in servers])
+    return schema
+
+
 @pytest.fixture
 def make_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., CampusServer]]:
     """Factory: ``make_server(store)`` starts a server on 'sqlite' or 'postgres' (own schema)."""
     servers: list[CampusServer] = []
 
     def make(store: str = "sqlite", *, name: str | None = None, extra_env: dict[str, str] | None = None,
-             start: bool = True) -> CampusServer:
-        schema = request.getfixturevalue("pg_schema") if store == "postgres" else None
+             start: bool = True, data_dir: Path | None = None, extra_args: list[str] | None = None) -> CampusServer:
+        schema = _schema_for(request, servers) if store == "postgres" else None
         workdir = tmp_path / (name or f"server{len(servers)}")
         workdir.mkdir()
-        server = CampusServer(workdir, postgres_schema=schema, extra_env=extra_env)
+        server = CampusServer(workdir, postgres_schema=schema, extra_env=extra_env, data_dir=data_dir,
+                              extra_args=extra_args)
         servers.append(server)
         return server.start() if start else server
 
     yield make
     # Stopped before pg_schema (requested inside this fixture) drops the schema.
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., list[CampusServer]]]:
+    """Factory: ``make_cluster(n, store)`` starts `n` real servers on ONE store — one PostgreSQL schema, or
+    one SQLite data dir — sharing one snapshots folder and one operator token (as servers behind a load
+    balancer would). ``start=False`` leaves them stopped; ``together=True`` starts them all at once (each
+    process launched before any is waited for). Every server is stopped after the test."""
+    servers: list[CampusServer] = []
+
+    def make(n: int, store: str = "postgres", *, extra_env: dict[str, str] | None = None, start: bool = True,
+             together: bool = False, schema: str | None = None) -> list[CampusServer]:
+        if store == "postgres" and schema is None:
+            schema = _schema_for(request, servers)
+        index = len(servers)
+        shared = tmp_path / f"cluster{index}"
+        shared.mkdir()
+        env = {"CAMPUS_OPERATOR_TOKEN": "cluster-operator-token-0123456789abcdef", **(extra_env or {})}
+        made = []
+        for i in range(n):
+            workdir = shared / f"server{i}"
+            workdir.mkdir()
+            server = CampusServer(workdir, postgres_schema=schema if store == "postgres" else None, extra_env=env,
+                                  data_dir=shared / "data", snapshots_dir=shared / "snapshots")
+            made.append(server)
+        servers.extend(made)
+        if start and together:
+            for server in made:
+                server.launch()
+            for server in made:
+                server.wait_started()
+        elif start:
+            for server in made:
+                server.start()
+        return made
+
+    yield make
     for server in servers:
         server.stop()
 

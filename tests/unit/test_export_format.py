@@ -30,11 +30,12 @@ from campus.export_format import (
 )
 from campus.grid import make_grid
 from campus.records import KINDS, validate_fields
+from campus.text import is_blank
 
 GRID = make_grid(date(2026, 8, 31), date(2027, 7, 4), ["mon", "tue", "wed", "thu", "fri"], 12, 60, 2)
 NOW = datetime(2026, 10, 1, 12, 30, tzinfo=UTC)
 
-names = st.text(min_size=1, max_size=30).filter(lambda s: s.strip())
+names = st.text(min_size=1, max_size=30).filter(lambda s: not is_blank(s))  # a name shows something (campus/text.py)
 offsets = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))])
 instants = st.builds(lambda d, tz: d.replace(tzinfo=tz),
                      st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)), offsets)

@@ -192,13 +192,13 @@ def test_from_env_defaults_without_any_variable() -> None:
 def test_from_env_reads_campus_variables_and_overrides_win(tmp_path: Path) -> None:
     settings = Settings.from_env(
         {
-            "CAMPUS_OPERATOR_TOKEN": "op", "CAMPUS_DOMAIN_SUFFIX": "example.net",
+            "CAMPUS_OPERATOR_TOKEN": "op-" + "x" * 40, "CAMPUS_DOMAIN_SUFFIX": "example.net",
             "CAMPUS_LOG_FORMAT": "json", "CAMPUS_LOG_LEVEL": "debug", "CAMPUS_MAX_BODY_BYTES": "2048",
             "CAMPUS_DATA_DIR": str(tmp_path), "UNRELATED": "x",
         },
         data_dir=tmp_path / "override", operator_token=None,
     )
-    assert settings.operator_token == "op"
+    assert settings.operator_token == "op-" + "x" * 40
     assert settings.domain_suffix == "example.net"
     assert settings.log_format == "json"
     assert settings.log_level == "debug"
@@ -210,7 +210,7 @@ def test_postgres_dsn_is_parsed_into_library_variables() -> None:
     settings = Settings.from_env({"CAMPUS_POSTGRES_DSN": "postgresql://camp%40us:p%40ss%3Aw@db.example:6543/campusdb?schema=school_a"})
     assert settings.uses_postgres
     env = settings.persistence_env()
-    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert env["PERSISTENCE_MODULE"] == "campus.store:CampusPostgresFactory"
     assert env["POSTGRES_HOST"] == "db.example"
     assert env["POSTGRES_PORT"] == "6543"
     assert env["POSTGRES_DBNAME"] == "campusdb"
@@ -262,7 +262,7 @@ def test_postgres_dbname_alone_selects_postgres_with_defaults() -> None:
     settings = Settings.from_env({"POSTGRES_DBNAME": "campus"})
     assert settings.uses_postgres
     env = settings.persistence_env()
-    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert env["PERSISTENCE_MODULE"] == "campus.store:CampusPostgresFactory"
     assert env["POSTGRES_DBNAME"] == "campus"
     assert env["POSTGRES_HOST"] == "127.0.0.1"
     assert env["POSTGRES_USER"] == "postgres"
