@@ -8,11 +8,15 @@ before anything else, then checks each secret with
 :meth:`LoginGuardUseCases.authenticate_operator`.
 
 **An attempt is counted before its secret is checked.** ``check_secret`` first
-adds one to the counters (a reservation) and reads them back: past the limit,
-the reservation is taken back and the answer is 429, the secret unchecked. Then
-the secret is checked: right, the reservation is taken back; wrong, it stays —
-it *is* the failure. So however many attempts arrive at once, on however many
-servers, at most the limit's worth of secrets are checked per window.
+adds one to the attempts in flight of its scopes and reads the counters back:
+once the failures reach the limit, the attempt is taken back and the answer is
+429, the secret unchecked; while failures and attempts in flight together exceed
+it, the attempt waits (at most :data:`IN_FLIGHT_WAIT_SECONDS`) for the others to
+end. Then the secret is checked: right, the attempt is taken back; wrong, it
+becomes a failure. So however many attempts arrive at once, on however many
+servers, at most the limit's worth of secrets are checked per window — and
+correct logins arriving together from one address (a school behind one NAT at
+8:00) are never refused for it, only queued for a moment.
 
 **Counting.** A failure is not an event: it adds one to a counter of
 ``campus_login_failures`` (:class:`LoginFailures`, a table beside the events) for
@@ -74,6 +78,8 @@ UNKNOWN_ADDRESS = "unknown"  # no socket address (the service layer called direc
 CONSOLE_SCOPE = "console"  # every console login of the deployment, whatever the hosting number
 OPERATOR_SCOPE = "operator"  # the operator's bearer token
 BUCKETS_PER_WINDOW = 15  # a window is counted in this many buckets (one minute each by default)
+IN_FLIGHT_WAIT_SECONDS = 5.0  # an attempt waits this long at most for others in flight from its address
+IN_FLIGHT_PAUSE_SECONDS = 0.05
 
 
 class FailureKind:
@@ -118,6 +124,7 @@ class LoginFailures(StoreTables):
         statements = (
             f"CREATE TABLE IF NOT EXISTS {self.name} (scope TEXT NOT NULL, address TEXT NOT NULL,"
             f" bucket_start {self.big} NOT NULL, failures {self.big} NOT NULL,"
+            f" pending {self.big} NOT NULL DEFAULT 0,"
             " PRIMARY KEY (scope, address, bucket_start))",
             f"CREATE INDEX IF NOT EXISTS campus_login_failures_by_bucket ON {self.name} (bucket_start)",
         )
@@ -146,43 +153,65 @@ class LoginFailures(StoreTables):
 
     def add(self, scopes: list[str], address: str, now: datetime) -> list[int]:
         """One more failure of `address` in each of `scopes`; the failures of each within the window."""
-        return self.reserve(scopes, address, now)[0]
+        _, _, bucket = self.reserve(scopes, address, now)
+        return self.fail(scopes, address, bucket, now)
 
     def reserve(self, scopes: list[str], address: str, now: datetime,
-                since: Mapping[str, int] | None = None) -> tuple[list[int], int]:
-        """:meth:`add`, and the bucket it counted in (to :meth:`release` it if the attempt is not a failure).
-        `since`: per scope, count no bucket older than this one (the end of the address's last suspension)."""
+                since: Mapping[str, int] | None = None) -> tuple[list[int], list[int], int]:
+        """An attempt of `address` in each of `scopes`, in flight until :meth:`release` (it was right) or
+        :meth:`fail` (it was a failure). Returns, per scope, the failures and the attempts in flight (this
+        one included) within the window, and the bucket it counted in. `since`: per scope, count no bucket
+        older than this one (the end of the address's last suspension)."""
         seconds = self._seconds(now)
         start, expired = self.bucket_of(now), seconds - self.window
-        counts = []
+        failures, pending = [], []
         with self.datastore.transaction(commit=True) as curs:
             for scope in scopes:
                 curs.execute(self._sql(
-                    f"INSERT INTO {self.name} AS f (scope, address, bucket_start, failures) VALUES (?, ?, ?, 1)"
-                    " ON CONFLICT (scope, address, bucket_start) DO UPDATE SET failures = f.failures + 1"),
+                    f"INSERT INTO {self.name} AS f (scope, address, bucket_start, failures, pending)"
+                    " VALUES (?, ?, ?, 0, 1)"
+                    " ON CONFLICT (scope, address, bucket_start) DO UPDATE SET pending = f.pending + 1"),
                     (scope, address, start))
                 curs.execute(self._sql(f"DELETE FROM {self.name} WHERE scope = ? AND address = ?"
                                        " AND bucket_start <= ?"), (scope, address, expired))
-                curs.execute(self._sql(f"SELECT COALESCE(SUM(failures), 0) AS n FROM {self.name}"
-                                       " WHERE scope = ? AND address = ? AND bucket_start > ?"),
-                             (scope, address, self._horizon(now, (since or {}).get(scope))))
-                counts.append(int(curs.fetchone()["n"]))
+                curs.execute(self._sql(
+                    f"SELECT COALESCE(SUM(failures), 0) AS n, COALESCE(SUM(pending), 0) AS p FROM {self.name}"
+                    " WHERE scope = ? AND address = ? AND bucket_start > ?"),
+                    (scope, address, self._horizon(now, (since or {}).get(scope))))
+                row = curs.fetchone()
+                failures.append(int(row["n"]))
+                pending.append(int(row["p"]))
         if seconds - self._swept_at >= self.bucket:
             self._swept_at = seconds
             with self.datastore.transaction(commit=True) as curs:
                 curs.execute(self._sql(f"DELETE FROM {self.name} WHERE bucket_start <= ?"), (expired,))
-        return counts, start
+        return failures, pending, start
 
     def release(self, scopes: list[str], address: str, bucket_start: int) -> None:
-        """Take back what :meth:`reserve` counted (an attempt that was not a failure); a counter back at
-        zero is deleted (a successful login leaves no row)."""
+        """An attempt :meth:`reserve` counted is over and was not a failure; a counter back at zero is
+        deleted (a successful login leaves no row)."""
         with self.datastore.transaction(commit=True) as curs:
             for scope in scopes:
                 key = (scope, address, bucket_start)
-                curs.execute(self._sql(f"UPDATE {self.name} SET failures = failures - 1 WHERE scope = ?"
-                                       " AND address = ? AND bucket_start = ? AND failures > 0"), key)
+                curs.execute(self._sql(f"UPDATE {self.name} SET pending = pending - 1 WHERE scope = ?"
+                                       " AND address = ? AND bucket_start = ? AND pending > 0"), key)
                 curs.execute(self._sql(f"DELETE FROM {self.name} WHERE scope = ? AND address = ?"
-                                       " AND bucket_start = ? AND failures <= 0"), key)
+                                       " AND bucket_start = ? AND failures <= 0 AND pending <= 0"), key)
+
+    def fail(self, scopes: list[str], address: str, bucket_start: int, now: datetime,
+             since: Mapping[str, int] | None = None) -> list[int]:
+        """An attempt :meth:`reserve` counted was a failure; the failures of each scope within the window."""
+        counts = []
+        with self.datastore.transaction(commit=True) as curs:
+            for scope in scopes:
+                curs.execute(self._sql(
+                    f"UPDATE {self.name} SET pending = pending - 1, failures = failures + 1 WHERE scope = ?"
+                    " AND address = ? AND bucket_start = ?"), (scope, address, bucket_start))
+                curs.execute(self._sql(f"SELECT COALESCE(SUM(failures), 0) AS n FROM {self.name}"
+                                       " WHERE scope = ? AND address = ? AND bucket_start > ?"),
+                             (scope, address, self._horizon(now, (since or {}).get(scope))))
+                counts.append(int(curs.fetchone()["n"]))
+        return counts
 
     def buckets(self, scope: str, address: str, now: datetime, since: int | None = None) -> list[tuple[int, int]]:
         """(bucket_start, failures) of `address` in `scope` within the window, oldest first."""
@@ -283,12 +312,23 @@ class LoginGuardUseCases:
                 scopes.append(CONSOLE_SCOPE)
                 limits.append(settings.console_login_failures_max)
         guard = self._login_failures()
-        counts, bucket = guard.reserve(scopes, address, now, since)
-        over = [i for i, (count, limit) in enumerate(zip(counts, limits)) if count > limit]
-        if over:  # others' failures reached the limit first: this attempt is not checked, so not counted
+        # Attempts in flight count against the limit with the failures, so however many arrive at once, on
+        # however many servers, at most the limit's worth of secrets are checked; but an attempt refused
+        # only because others are in flight waits for them (a school behind one address logging in at
+        # 8:00) instead of being refused, and is refused only once the failures reach the limit.
+        crowded_until = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
+        while True:
+            failures, pending, bucket = guard.reserve(scopes, address, now, since)
+            full = [i for i, (count, limit) in enumerate(zip(failures, limits)) if count >= limit]
+            crowded = [i for i, (count, busy, limit) in enumerate(zip(failures, pending, limits))
+                       if count + busy > limit]
+            if not full and not crowded:
+                break
             guard.release(scopes, address, bucket)
-            raise self._over_limit_error(tenant, scopes[over[0]], address, now, limits[over[0]],
-                                         since.get(scopes[over[0]]))
+            if full or time.monotonic() >= crowded_until:
+                over = (full or crowded)[0]
+                raise self._over_limit_error(tenant, scopes[over], address, now, limits[over], since.get(scopes[over]))
+            time.sleep(IN_FLIGHT_PAUSE_SECONDS)
         try:
             right = check()
         except BaseException:
@@ -297,6 +337,7 @@ class LoginGuardUseCases:
         if right:
             guard.release(scopes, address, bucket)
             return
+        counts = guard.fail(scopes, address, bucket, now, since)
         log.info("authentication_failed", kind=kind, failures=counts[0])
         if tenant is not None and counts[0] >= limits[0]:
             self._suspend(tenant, address, counts[0])

@@ -8,65 +8,25 @@ CAMPUS_REQUIRE_POSTGRES=1 (set by .ci/run), where they fail instead.
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_support import PG_DSN, drop_schema, new_schema, postgres_or_skip
 
 from campus.clock import ManualClock
 from campus.settings import Settings
 
-PG_DSN = os.environ.get("CAMPUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRE_PG = os.environ.get("CAMPUS_REQUIRE_POSTGRES") == "1"
 OPERATOR_TOKEN = "operator-test-token-0123456789-abcdefghij"  # 32+ characters, as `campus serve` requires
-
-
-def _postgres_problem() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001
-        return f"PostgreSQL not reachable at {PG_DSN}: {exc}"
-    return None
-
-
-_PG_PROBLEM: str | None | bool = False
-
-
-def postgres_or_skip() -> None:
-    global _PG_PROBLEM
-    if _PG_PROBLEM is False:
-        _PG_PROBLEM = _postgres_problem()
-    if _PG_PROBLEM:
-        if REQUIRE_PG:
-            pytest.fail(f"CAMPUS_REQUIRE_POSTGRES=1 but {_PG_PROBLEM}")
-        pytest.skip(f"{_PG_PROBLEM} (set CAMPUS_REQUIRE_POSTGRES=1 to make this a failure)")
 
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A fresh PostgreSQL schema, dropped after the test."""
     postgres_or_skip()
-    import psycopg
-
-    schema = f"campus_test_{uuid.uuid4().hex[:12]}"
+    schema = new_schema()
     yield schema
-    # A server stopped a moment ago may still have a backend finishing its last statement:
-    # if the drop deadlocks with it, PostgreSQL aborts one of the two; try again.
-    for attempt in range(5):
-        try:
-            with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            return
-        except psycopg.errors.DeadlockDetected:
-            if attempt == 4:
-                raise
-            time.sleep(0.5)
+    drop_schema(schema)
 
 
 def sqlite_settings(tmp_path: Path, **kw) -> Settings:

@@ -17,7 +17,6 @@ load spread over three servers) and ``tests/e2e/test_server_crash.py`` (kill -9 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -31,8 +30,9 @@ from typing import Any
 
 import httpx
 import psycopg
+from pg_support import PG_DSN
+from server_tools import open_console
 
-PG_DSN = os.environ.get("CAMPUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 OPERATOR_TOKEN = "cluster-operator-token-0123456789abcdef"  # what make_cluster gives every server
 PASSWORD = "Ecole-Martin-2026!"
 GRID = {"name": "Année 2026-2027", "first_monday": "2026-08-31", "last_sunday": "2027-07-04",
@@ -196,16 +196,8 @@ class School:
         self.cluster = cluster
         self.label = f"ms{uuid.uuid4().hex[:12]}"  # the controller domain: unique in the deployment
         self.http = cluster.client(0)
-        operator = bearer(OPERATOR_TOKEN)
-        opened = expect(self.http.post("/v1/operator/accounts", headers=operator, json={
-            "establishment": f"Collège {self.label}", "manager": {"name": "Claire Dupont",
-                                                                   "email": "claire@ecole.fr"}}), 201)
+        opened, self.console = open_console(self.http, OPERATOR_TOKEN, f"Collège {self.label}")
         self.account = opened
-        session = expect(self.http.post("/v1/console/sessions", json={
-            "hosting_number": opened["hosting_number"], "password": opened["console_password"],
-            "invoice_number": opened["invoice_number"]}), 201)
-        self.console = bearer(session["token"])
-        expect(self.http.post("/v1/console/licence-agreement", headers=self.console), 200)
         expect(self.http.put("/v1/console/controller/domain", headers=self.console, json={"name": self.label}), 200)
         plannings = expect(self.http.get("/v1/console/plannings", headers=self.console), 200)["plannings"]
         by_number = {p["number"]: p["id"] for p in plannings}

@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx
 import pytest
+from pg_support import PG_DSN
 
 # Same rule as tests/conftest.py (which owns postgres_or_skip and pg_schema).
-PG_DSN = os.environ.get("CAMPUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from pg_support import PG_DSN
+from server_tools import tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +90,6 @@ def history_names(guide: Any, base_id: str) -> list[str]:
 
 
 # -- PostgreSQL: a failing trigger ------------------------------------------------------------------------
-PG_DSN = os.environ.get("CAMPUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.mark.postgres
@@ -147,16 +147,8 @@ def test_an_insert_refused_by_postgresql_leaves_no_trace(make_server, guide_for,
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 24 MiB tmpfs mounted for the test (the server's data dir), unmounted afterwards."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small-disk", size="24m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
 def fill(directory: Path, leave: int) -> Path:

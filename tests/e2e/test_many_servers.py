@@ -22,22 +22,19 @@ each thread has its own client, bound to a server round-robin. Every test also c
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
+from pg_support import drop_schema, new_schema, postgres_or_skip
 from cluster_checks import (
     CLUSTER_ENV,
     OPERATOR_TOKEN,
-    PG_DSN,
     Checks,
     Cluster,
     School,
@@ -75,28 +72,6 @@ def _e2e_conftest(config: pytest.Config) -> Any:
     raise RuntimeError("tests/e2e/conftest.py is not loaded")
 
 
-def _postgres_or_skip() -> None:
-    try:
-        with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001
-        if os.environ.get("CAMPUS_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"CAMPUS_REQUIRE_POSTGRES=1 but PostgreSQL is not reachable at {PG_DSN}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_DSN}: {exc}")
-
-
-def _drop_schema(schema: str) -> None:
-    for attempt in range(5):
-        try:
-            with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            return
-        except psycopg.errors.DeadlockDetected:
-            if attempt == 4:
-                raise
-            time.sleep(0.5)
-
-
 class StartedCluster(Cluster):
     start_failures: list[str]
 
@@ -106,9 +81,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """Three servers launched together on a fresh (empty) schema, one snapshots folder, one operator token.
     A server that fails to start is noted in `start_failures` (for the start-up test) and launched again,
     so the other tests still run."""
-    _postgres_or_skip()
+    postgres_or_skip()
     campus_server = _e2e_conftest(request.config).CampusServer
-    schema = f"campus_test_{uuid.uuid4().hex[:12]}"
+    schema = new_schema()
     shared = tmp_path_factory.mktemp("many_servers")
     env = {"CAMPUS_OPERATOR_TOKEN": OPERATOR_TOKEN, **CLUSTER_ENV}
     servers = []
@@ -133,7 +108,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         started.close_clients()
         for server in servers:
             server.stop()
-        _drop_schema(schema)
+        drop_schema(schema)
 
 
 # -- start-up ---------------------------------------------------------------------------------------------------

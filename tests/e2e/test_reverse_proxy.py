@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from server_tools import open_console
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -82,19 +83,9 @@ def haproxy(tmp_path: Path):
 def test_two_servers_behind_the_documented_haproxy(make_cluster, haproxy) -> None:
     servers = make_cluster(2, "postgres", extra_env={"CAMPUS_TRUSTED_PROXIES": "127.0.0.1"})
     url = haproxy([s.port for s in servers])
-    operator = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=url, timeout=15) as http:
         # A hosting manager sets a school up through the proxy
-        opened = http.post("/v1/operator/accounts", headers=operator, json={
-            "establishment": "École Proxy", "manager": {"name": "Claire Dupont", "email": "claire@ecole.fr"}})
-        assert opened.status_code == 201, opened.text
-        account = opened.json()
-        login = http.post("/v1/console/sessions", json={
-            "hosting_number": account["hosting_number"], "password": account["console_password"],
-            "invoice_number": account["invoice_number"]})
-        assert login.status_code == 201, login.text
-        console = {"Authorization": f"Bearer {login.json()['token']}"}
-        assert http.post("/v1/console/licence-agreement", headers=console).status_code == 200
+        _, console = open_console(http, TOKEN, "École Proxy")
         for i in range(20):
             answer = http.get("/v1/console/plannings", headers=console)
             assert answer.status_code == 200, answer.text

@@ -21,12 +21,12 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from server_tools import tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -165,20 +165,6 @@ def test_a_client_gone_mid_body_is_one_log_line_with_status_499(make_server, gui
 
 
 # -- 5. a full disk while an upload is spooled ---------------------------------------------------------------------
-@contextmanager
-def tmpfs(path: Path, *, size: str = "1m", read_only: bool = False) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def test_an_upload_that_fills_the_disk_answers_507_and_leaves_no_partial_file(make_server, guide_for) -> None:
     # Given a server whose upload folder (<data dir>/tmp) is a 1 MB filesystem
     server = make_server(start=False)

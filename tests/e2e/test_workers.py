@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from server_tools import open_console
 
 pytestmark = pytest.mark.e2e
 
@@ -34,16 +35,8 @@ def test_two_workers_on_one_store(make_server, store: str) -> None:
                          extra_env={"CAMPUS_OPERATOR_TOKEN": "workers-operator-token-0123456789abcdef"})
     assert len(wait_for_workers(server, 2)) == 2, server.stderr()
 
-    operator = {"Authorization": "Bearer workers-operator-token-0123456789abcdef"}
     http = server.client
-    account = http.post("/v1/operator/accounts", headers=operator, json={
-        "establishment": "École Deux", "manager": {"name": "Claire Dupont", "email": "claire@ecole.fr"}}).json()
-    login = http.post("/v1/console/sessions", json={
-        "hosting_number": account["hosting_number"], "password": account["console_password"],
-        "invoice_number": account["invoice_number"]})
-    assert login.status_code == 201, login.text
-    console = {"Authorization": f"Bearer {login.json()['token']}"}
-    assert http.post("/v1/console/licence-agreement", headers=console).status_code == 200
+    _, console = open_console(http, "workers-operator-token-0123456789abcdef", "École Deux")
     plannings = [p["id"] for p in http.get("/v1/console/plannings", headers=console).json()["plannings"]]
 
     # Concurrent renames of both plannings to one name, on fresh connections (spread over the workers)

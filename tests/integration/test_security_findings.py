@@ -222,6 +222,32 @@ def test_a_burst_of_guesses_on_two_servers_has_at_most_the_limit_checked(setting
         assert guess(one, cs.passwords["modif"]) == guess(two, cs.passwords["modif"]) == "429 address_suspended"
 
 
+def test_correct_logins_arriving_together_from_one_address_are_all_accepted(settings, clock, cheap):
+    """A school behind one NAT address at 8:00: more right passwords at once than the failure limit are queued
+    for a moment (attempts in flight count against the limit), never refused."""
+    burst = 16
+    settings = dataclasses.replace(settings, login_failures_max=2)  # many more in flight at once than the limit
+    with client_from(settings, clock) as one, client_from(settings, clock) as two:
+        cs = campus_school(one)
+        start = threading.Barrier(burst)
+        answers: list[int] = []
+
+        def racer(client: TestClient) -> None:
+            start.wait()
+            r = client.post("/v1/sessions", headers=via(ATTACKER), json={
+                "domain": cs.domain, "login": "modif", "password": cs.passwords["modif"], "planning": cs.planning01,
+                "mode": "administrative", "access": "consultation"})
+            answers.append(r.status_code)
+
+        threads = [threading.Thread(target=racer, args=((one, two)[i % 2],)) for i in range(burst)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [201] * burst
+        assert history(one, cs.console, type="ClientAddress.Suspended") == []
+
+
 def test_the_failure_table_keeps_only_the_window(settings, clock, cheap):
     """Bounded storage: the counters of failures older than the window are deleted."""
     with client_from(settings, clock) as client:

@@ -224,3 +224,30 @@ def test_two_applications_cannot_both_create_the_first_superadministrator(sqlite
     finally:
         second.close()
         first.close()
+
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("settings", ["postgres"], indirect=True)
+def test_every_postgresql_statement_is_bounded(settings: Settings) -> None:
+    """A statement timeout on every connection (CAMPUS_STATEMENT_TIMEOUT_SECONDS): a query that runs longer
+    is cancelled by PostgreSQL, and the store's failure is a 503 that says nothing was changed."""
+    from dataclasses import replace
+
+    from eventsourcing.persistence import PersistenceError
+
+    from campus.command_path import store_unavailable
+
+    app = CampusApplication(replace(settings, statement_timeout_seconds=0.5), clock=ManualClock())
+    try:
+        with app.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute("SHOW statement_timeout")
+            assert curs.fetchone()["statement_timeout"] == "500ms"
+        with pytest.raises(PersistenceError, match="statement timeout") as raised:
+            with app.recorder.datastore.transaction(commit=False) as curs:
+                curs.execute("SELECT pg_sleep(3)")
+        problem = store_unavailable(raised.value)
+        assert problem.status == 503 and problem.headers["Retry-After"] == "1"
+        assert "nothing was changed" in problem.detail
+    finally:
+        app.close()

@@ -26,6 +26,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pg_support import PG_DSN
 from api_helpers import cheap_argon2
 from school_helpers import service_school
 
@@ -37,7 +38,6 @@ from campus.errors import Conflict, StoreUnavailable
 from campus.projections.history import HistoryQuery
 from campus.settings import Settings
 
-PG_DSN = os.environ.get("CAMPUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BASE_TOPIC = "campus.aggregates.school_base:Base."
 
 
