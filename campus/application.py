@@ -33,7 +33,7 @@ from campus.account_page import AccountPageUseCases
 from campus.backups import BackupUseCases
 from campus.bases import BaseCache, BaseUseCases
 from campus.exchange import ExchangeUseCases
-from campus.login_guard import FailureKind, LoginGuardUseCases
+from campus.login_guard import FailureKind, LoginFailures, LoginGuardUseCases
 from campus.mail import MailKeys, MailUseCases
 from campus.publication import PublicationUseCases
 from campus.school_year import SchoolYearUseCases
@@ -108,6 +108,7 @@ class CampusApplication(BaseUseCases, UserSessionUseCases, ExchangeUseCases, Tim
             self.history = HistoryView(self)
             self.timeline = TimelineView(self)
             MailKeys.create_table(self)
+            self.login_failures = LoginFailures(self)
         self.base_cache = BaseCache(self)
         self.commands.on_failure_forget(self.base_cache.forget)
 

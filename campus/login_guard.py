@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
@@ -128,16 +127,10 @@ class LoginFailures(StoreTables):
             " PRIMARY KEY (scope, address, bucket_start))",
             f"CREATE INDEX IF NOT EXISTS campus_login_failures_by_bucket ON {self.name} (bucket_start)",
         )
-        for attempt in range(3):  # two servers creating the table at once: one of them may be refused
-            try:
-                with self.datastore.transaction(commit=True) as curs:
-                    for statement in statements:
-                        curs.execute(statement)
-                break
-            except Exception:  # noqa: BLE001 - retried; the last attempt raises
-                if attempt == 2:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+        # Made at start-up, in the section one server at a time runs (servers starting together).
+        with self.datastore.transaction(commit=True) as curs:
+            for statement in statements:
+                curs.execute(statement)
 
     def _seconds(self, now: datetime) -> int:
         return math.floor(now.timestamp())
@@ -238,11 +231,10 @@ class LoginFailures(StoreTables):
             curs.execute(self._sql(f"DELETE FROM {self.name} WHERE scope = ? AND address = ?"), (scope, address))
 
 
-_tables_guard = threading.Lock()
-
-
 class LoginGuardUseCases:
     """Mixed into CampusApplication."""
+
+    login_failures: LoginFailures  # made at start-up (CampusApplication.__init__)
 
     # -- at every login ---------------------------------------------------------
     def refuse_if_suspended(self: CampusApplication, tenant: UUID, *, console: bool = False) -> None:
@@ -253,7 +245,7 @@ class LoginGuardUseCases:
         watch = self._client_address(tenant, address)
         if watch is not None and watch.is_suspended(now):
             raise self._suspended_error(watch, now)
-        guard = self._login_failures()
+        guard = self.login_failures
         # At the limit but not (yet) suspended: another server is recording the suspension, or could not.
         seconds = guard.blocked_for(str(tenant), address, now, self.settings.login_failures_max,
                                     self._since_suspension(watch))
@@ -311,7 +303,7 @@ class LoginGuardUseCases:
             if kind in CONSOLE_KINDS:
                 scopes.append(CONSOLE_SCOPE)
                 limits.append(settings.console_login_failures_max)
-        guard = self._login_failures()
+        guard = self.login_failures
         # Attempts in flight count against the limit with the failures, so however many arrive at once, on
         # however many servers, at most the limit's worth of secrets are checked; but an attempt refused
         # only because others are in flight waits for them (a school behind one address logging in at
@@ -351,20 +343,20 @@ class LoginGuardUseCases:
         """The first bucket a school's count may read: the one its address's last suspension ended in."""
         if watch is None or watch.suspended_until is None:
             return None
-        return self._login_failures().bucket_of(watch.suspended_until)
+        return self.login_failures.bucket_of(watch.suspended_until)
 
     def _over_limit_error(self: CampusApplication, tenant: UUID | None, scope: str, address: str, now: datetime,
                           limit: int, since: int | None = None) -> TooManyRequests:
         if scope in (OPERATOR_SCOPE, CONSOLE_SCOPE):
             what = "operator authentications" if scope == OPERATOR_SCOPE else "console logins"
-            seconds = self._login_failures().blocked_for(scope, address, now, limit)
+            seconds = self.login_failures.blocked_for(scope, address, now, limit)
             return self._rate_limited_error(what, address, now, seconds or 1)
         assert tenant is not None
         watch = self._client_address(tenant, address)
         if watch is not None and watch.is_suspended(now):
             return self._suspended_error(watch, now)
         # The suspension is being recorded by the attempt that reached the limit (or recording it failed).
-        seconds = self._login_failures().blocked_for(scope, address, now, limit, since)
+        seconds = self.login_failures.blocked_for(scope, address, now, limit, since)
         return self._rate_limited_error("logins to this school", address, now,
                                         seconds or self.settings.login_suspension_minutes * 60)
 
@@ -429,19 +421,10 @@ class LoginGuardUseCases:
             return watch
 
         watch = self._run(account_id, body)
-        self._login_failures().forget(str(account_id), canonical)
+        self.login_failures.forget(str(account_id), canonical)
         return watch
 
     # -- plumbing -------------------------------------------------------------------
-    def _login_failures(self: CampusApplication) -> LoginFailures:
-        table = self.__dict__.get("_login_failure_table")
-        if table is None:
-            with _tables_guard:
-                table = self.__dict__.get("_login_failure_table")
-                if table is None:
-                    table = self.__dict__["_login_failure_table"] = LoginFailures(self)
-        return table
-
     def _client_address(self: CampusApplication, tenant: UUID, address: str) -> ClientAddress | None:
         try:
             watch = self.repository.get(client_address_id_for(tenant, address))

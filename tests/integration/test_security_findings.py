@@ -257,7 +257,7 @@ def test_the_failure_table_keeps_only_the_window(settings, clock, cheap):
         for number in numbers:
             client.post("/v1/console/sessions", headers=via(ATTACKER), json={"hosting_number": number,
                                                                              "password": WRONG})
-        table = app._login_failures()
+        table = app.login_failures
 
         def rows() -> int:
             with table.datastore.transaction(commit=False) as curs:
