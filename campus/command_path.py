@@ -103,9 +103,6 @@ class CommandPath:
         self.table = recorder.events_table_name
         if self.is_postgres:
             self.qualified = f'"{app.recorder.datastore.schema}"."{self.table}"'
-        # Set after each commit: followers of this process look at the log at once.
-        self.committed = threading.Condition()
-        self.last_position = 0
         self._forgetters: list[Callable[[set[UUID]], None]] = []
         self._connections = threading.BoundedSemaphore(COMMAND_CONNECTIONS)
         self._local = threading.local()
@@ -279,10 +276,6 @@ class CommandPath:
 
     # -- afterwards -----------------------------------------------------------------------------------
     def _committed(self, scope: Scope) -> None:
-        if scope.positions:
-            with self.committed:
-                self.last_position = max(self.last_position, scope.positions[-1])
-                self.committed.notify_all()
         for action in scope.after:
             try:
                 action()

@@ -34,9 +34,10 @@ follow the log"):
   (``app.locks.lease("view:<name>")``; across processes a PostgreSQL session
   advisory lock or a byte lock on the SQLite lease file, ended by the process's
   death). A server's follower thread tries the lease every
-  :data:`LEASE_RETRY_SECONDS`, keeps it while it is held, wakes at once after
-  this process's commits (``app.commands.committed``) and polls for other
-  processes' every ``Settings.view_poll_seconds``.
+  :data:`LEASE_RETRY_SECONDS`, keeps it while it is held, and projects what
+  was committed (by any process) every ``Settings.view_poll_seconds``, or at
+  once when a reader of its process waits for the view — not after each commit,
+  which would make one write transaction per command per view.
 
 * **Readers wait.** A read first notes the newest committed id (everything
   committed before the read began) and waits, at most
@@ -113,6 +114,7 @@ class ProjectedView(StoreTables):
         self._gap: _Gap | None = None
         self._wrote: int | None = None  # the tracking position this process's last batch wrote
         self._following = False  # a follower thread of this process runs (readers then never project)
+        self._wanted = threading.Event()  # set by a reader of this process waiting for the follower
         # Set when the server is asked to stop (see `follow`): live readers of the view end.
         self.stopping = threading.Event()
 
@@ -202,6 +204,7 @@ class ProjectedView(StoreTables):
             if led is not None:
                 moved = led
             else:
+                self._wanted.set()  # this process's follower projects at once
                 with self._moved:
                     self._moved.wait(READER_POLL_SECONDS)
                 moved = self.position()
@@ -260,7 +263,6 @@ class ProjectedView(StoreTables):
         return thread
 
     def _follow(self, stop: threading.Event, poll: float) -> None:
-        commands = getattr(self.app, "commands", None)
         leading = False
         try:
             while not stop.is_set():
@@ -274,19 +276,15 @@ class ProjectedView(StoreTables):
                     if not leading:
                         log.info("view_leading", view=self.name)
                         leading = True
-                    seen = commands.last_position if commands is not None else 0
+                    self._wanted.clear()
                     with self._projecting:
                         _, projected = self._advance()
-                    if projected:
-                        continue
-                    if self._gap is not None:
-                        stop.wait(GAP_POLL_SECONDS)
-                    elif commands is None:
-                        stop.wait(poll)
-                    else:
-                        with commands.committed:
-                            if commands.last_position == seen:
-                                commands.committed.wait(poll)
+                    if projected == BATCH:
+                        continue  # a backlog: on at once
+                    # Commits do not wake the follower one by one (each would be a write transaction
+                    # of its own, beside the commands'): it projects what arrived every `poll`, or at
+                    # once when a reader of this process waits for the view.
+                    self._wanted.wait(GAP_POLL_SECONDS if self._gap is not None else poll)
                 except Exception:  # noqa: BLE001 - logged; the next round retries
                     log.warning("view_follower_failed", view=self.name, exc_info=True)
                     stop.wait(FAILURE_PAUSE_SECONDS)
