@@ -120,8 +120,8 @@ def timed(fn: Any) -> tuple[float, Any]:
 
 
 def as_of_read(app: CampusApplication, account_id: UUID, planning_id: UUID, instant: datetime) -> tuple[Any, list]:
-    past = app.base_as_of(account_id, planning_id, instant)
-    page, _ = app.list_records(account_id, planning_id, "grades", limit=100, as_of=instant)
+    past = app.time_machine.base_as_of(account_id, planning_id, instant)
+    page, _ = app.bases.list_records(account_id, planning_id, "grades", limit=100, as_of=instant)
     return past, page
 
 
@@ -183,12 +183,12 @@ def main() -> None:
     clock = ManualClock(END - SPAN)
     app = CampusApplication(settings_for(folder, args.postgres), clock=clock)
     try:
-        opened = app.open_account("Bench school", "Bench manager", "manager@example.org")
+        opened = app.accounts.open_account("Bench school", "Bench manager", "manager@example.org")
         account_id, planning_id = opened.account.id, opened.account.planning_ids[0]
         password = "Bench-superadmin-2026!"
-        app.create_first_superadministrator(account_id, first_name="Ada", last_name="Admin", login="admin",
+        app.users.create_first_superadministrator(account_id, first_name="Ada", last_name="Admin", login="admin",
                                             password=password, password_confirmation=password)
-        _, created = app.create_base(account_id, planning_id, name="Bench base", first_monday=date(2026, 8, 31),
+        _, created = app.bases.create_base(account_id, planning_id, name="Bench base", first_monday=date(2026, 8, 31),
                                      last_sunday=date(2027, 7, 4), working_days=["mon", "tue", "wed", "thu", "fri"],
                                      sequences_per_day=8, sequence_minutes=55, split=1)
         base_id = created.id

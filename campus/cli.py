@@ -97,7 +97,7 @@ def snapshots_verify(args: argparse.Namespace) -> int:
             problem = getattr(exc, "detail", str(exc))
         backup = inventory.recorded.get(name) if inventory else None
         if problem is None and backup is not None:
-            from campus.backups import file_digest
+            from campus.services.backups import file_digest
 
             if file_digest(folder / name) != (backup.sha256, backup.size):
                 problem = "its size or SHA-256 is not what was recorded when it was taken"
@@ -181,7 +181,7 @@ def _has_store(settings: Settings) -> bool:
     return settings.uses_postgres or (settings.data_dir / "campus.sqlite3").is_file()
 
 
-def _inventory(settings: Settings):  # noqa: ANN202 - campus.backups.Inventory | None
+def _inventory(settings: Settings):  # noqa: ANN202 - campus.services.backups.Inventory | None
     """The snapshots folder against the store, or None when there is no store to compare with."""
     if not _has_store(settings):
         return None
@@ -189,7 +189,7 @@ def _inventory(settings: Settings):  # noqa: ANN202 - campus.backups.Inventory |
 
     app = CampusApplication(settings)
     try:
-        return app.snapshot_inventory()
+        return app.backups.snapshot_inventory()
     finally:
         app.close()
 

@@ -105,9 +105,9 @@ def build_demo(settings: Settings, *, days: int = DAYS, seed: int | None = None,
         activity = Activity(app, clock, school, random.Random(seed))
         activity.set_up_records()
         activity.live_until(end)
-        _, base = app.current_base(activity.account_id, school.planning_id)
+        _, base = app.bases.current_base(activity.account_id, school.planning_id)
         school.counts = {k: v for k, v in base.counts().items() if v}
-        backups = app.list_backups(activity.account_id, school.planning_id)
+        backups = app.backups.list_backups(activity.account_id, school.planning_id)
         school.saves = sum(b.kind == "save" for b in backups)
         school.archives = sum(b.kind == "archive" for b in backups)
         school.actions = activity.actions
@@ -139,34 +139,34 @@ def _school_year(day: date) -> tuple[date, date]:
 def _set_up(app: CampusApplication, clock: ManualClock) -> DemoSchool:
     """Day one: the operator opens the account; the manager sets the school up from the console."""
     with acting("operator", "192.0.2.1"):
-        opened = app.open_account(ESTABLISHMENT, "Claire Dupont", "claire.dupont@example.org")
+        opened = app.accounts.open_account(ESTABLISHMENT, "Claire Dupont", "claire.dupont@example.org")
     account = opened.account
     manager = f"manager:{account.hosting_number}"
     passwords: dict[str, str] = {}
     with acting(manager):
-        app.accept_licence_agreement(account.id)
+        app.accounts.accept_licence_agreement(account.id)
         clock.advance(timedelta(minutes=5))
-        app.bind_controller_domain(account.id, DOMAIN)
-        planning = app.list_plannings(account.id)[0]
-        app.update_planning(account.id, planning.id, {"name": "Année en cours", "time_zone": "Europe/Paris",
+        app.controllers.bind_controller_domain(account.id, DOMAIN)
+        planning = app.plannings.list_plannings(account.id)[0]
+        app.plannings.update_planning(account.id, planning.id, {"name": "Année en cours", "time_zone": "Europe/Paris",
                                                           "domain": f"{DOMAIN}-annee"})
         passwords["direction"] = generate_password(14)
         last, first, _, _ = USERS["direction"]
-        app.create_first_superadministrator(account.id, first_name=first, last_name=last, login="direction",
+        app.users.create_first_superadministrator(account.id, first_name=first, last_name=last, login="direction",
                                             password=passwords["direction"],
                                             password_confirmation=passwords["direction"])
-        app.activate_controller(account.id)
+        app.controllers.activate_controller(account.id)
         clock.advance(timedelta(minutes=10))
         for login, (last, first, status, _) in USERS.items():
             if login != "direction":
-                passwords[login] = app.create_user(account.id, login=login, last_name=last, first_name=first,
+                passwords[login] = app.users.create_user(account.id, login=login, last_name=last, first_name=first,
                                                    status=status).password
         for profile in Profile:
-            app.assign_profile(account.id, planning.id, profile,
+            app.plannings.assign_profile(account.id, planning.id, profile,
                                [login for login, spec in USERS.items() if spec[3] == profile])
         clock.advance(timedelta(minutes=10))
         first_monday, last_sunday = _school_year(clock.now().date())
-        app.create_base(account.id, planning.id, name=f"Base {first_monday.year}-{first_monday.year + 1}",
+        app.bases.create_base(account.id, planning.id, name=f"Base {first_monday.year}-{first_monday.year + 1}",
                         first_monday=first_monday, last_sunday=last_sunday,
                         working_days=["mon", "tue", "wed", "thu", "fri"], sequences_per_day=10,
                         sequence_minutes=60, split=2)
@@ -180,32 +180,32 @@ class Activity:
 
     def __init__(self, app: CampusApplication, clock: ManualClock, school: DemoSchool, rng: random.Random) -> None:
         self.app, self.clock, self.school, self.rng = app, clock, school, rng
-        self.account_id = app.account_by_number(school.hosting_number).id
+        self.account_id = app.accounts.account_by_number(school.hosting_number).id
         self.actions = 0
 
     # -- plumbing ---------------------------------------------------------------------------
     def ids(self, kind: str) -> list[UUID]:
-        _, base = self.app.current_base(self.account_id, self.school.planning_id)
+        _, base = self.app.bases.current_base(self.account_id, self.school.planning_id)
         return list(base.records[kind])
 
     def record(self, kind: str, record_id: UUID) -> dict[str, Any]:
-        _, base = self.app.current_base(self.account_id, self.school.planning_id)
+        _, base = self.app.bases.current_base(self.account_id, self.school.planning_id)
         return dict(base.records[kind][record_id])
 
     def add(self, login: str, kind: str, fields: dict[str, Any]) -> UUID:
         with acting(f"user:{login}"):
-            _, record_id, _ = self.app.add_record(self.account_id, self.school.planning_id, kind, fields)
+            _, record_id, _ = self.app.bases.add_record(self.account_id, self.school.planning_id, kind, fields)
         self.actions += 1
         return record_id
 
     def change(self, login: str, kind: str, record_id: UUID, changes: dict[str, Any]) -> None:
         with acting(f"user:{login}"):
-            self.app.change_record(self.account_id, self.school.planning_id, kind, record_id, changes)
+            self.app.bases.change_record(self.account_id, self.school.planning_id, kind, record_id, changes)
         self.actions += 1
 
     def remove(self, login: str, kind: str, record_id: UUID) -> None:
         with acting(f"user:{login}"):
-            self.app.remove_record(self.account_id, self.school.planning_id, kind, record_id)
+            self.app.bases.remove_record(self.account_id, self.school.planning_id, kind, record_id)
         self.actions += 1
 
     def pick(self, kind: str) -> UUID | None:
@@ -269,7 +269,7 @@ class Activity:
             self.clock.set(min(next_hour, end))
             if next_hour >= next_run or next_hour > end:
                 with acting("scheduler", "127.0.0.1"):
-                    self.app.run_due_backups()
+                    self.app.backups.run_due_backups()
                 next_run += BACKUPS_EVERY
             hour = next_hour
 

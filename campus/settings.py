@@ -131,7 +131,7 @@ class Settings:
                 "SQLITE_DBNAME": str(self.data_dir / "campus.sqlite3"),
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
-        # campus appends events itself (campus/command_path.py), in the transaction holding the
+        # campus appends events itself (campus/commands.py), in the transaction holding the
         # school's advisory lock; the factory adds a statement timeout and bindable connections.
         env = {
             "PERSISTENCE_MODULE": "campus.store:CampusPostgresFactory",

@@ -4,7 +4,7 @@ The :class:`ClientAddress` of (school, address), whose id is natural, records
 the actions: a suspension (too many failed authentications from that address
 for that school's logins) and its unblocking by an administrator. The failures
 themselves are counters beside the events (``campus_login_failures``, see
-:mod:`campus.login_guard`), not events: a brute force must not grow the log.
+:mod:`campus.services.login_guard`), not events: a brute force must not grow the log.
 ``AuthenticationFailed`` events stored before that change (kind and login tried,
 never the secret) stay readable: the method is kept so they replay.
 

@@ -80,7 +80,7 @@ class ContractChanges(s.Patch):
 @api.get("/v1/console/account", auth=Auth.CONSOLE, tag="console")
 def get_account(call: Call) -> Reply:
     """The account page: client reference, hosting number, licence; contact, notifications, version change."""
-    account = call.app.get_account(call.account_id)
+    account = call.app.accounts.get_account(call.account_id)
     return Reply(account_view(account), etag=account.etag)
 
 
@@ -88,7 +88,7 @@ def get_account(call: Call) -> Reply:
 def change_account(call: Call, body: AccountChanges) -> Reply:
     """Change the contact details, the notifications or the version-change choice (If-Match honoured)."""
     changes = body.model_dump(exclude_unset=True)
-    account = call.app.change_account(call.account_id, manager=changes.get("manager"),
+    account = call.app.account_page.change_account(call.account_id, manager=changes.get("manager"),
                                       notifications=changes.get("notifications"),
                                       version_change=changes.get("version_change"), if_match=call.if_match)
     return Reply(account_view(account), etag=account.etag)
@@ -98,7 +98,7 @@ def change_account(call: Call, body: AccountChanges) -> Reply:
 def change_contract(call: Call, body: ContractChanges) -> Reply:
     """Record the contract: the client reference and the licence (formula, expiry, seats, options)."""
     changes = body.model_dump(exclude_unset=True)
-    account = call.app.change_contract(call.path["hosting_number"],
+    account = call.app.account_page.change_contract(call.path["hosting_number"],
                                        client_reference=changes.get("client_reference", ...),
                                        licence=changes.get("licence"))
     return Reply(account_view(account), etag=account.etag)

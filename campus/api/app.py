@@ -40,7 +40,7 @@ def _settings_from_environment() -> Settings:
 
 def _warm_up(app_service: CampusApplication, stop: threading.Event) -> None:
     try:
-        log.info("warmed_up", bases=app_service.warm_up(stop))
+        log.info("warmed_up", bases=app_service.bases.warm_up(stop))
     except Exception:  # noqa: BLE001 - a cold cache is only slower
         log.warning("warm_up_failed", exc_info=True)
 
@@ -86,13 +86,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app_service.history.catch_up(patient=True)  # waits while another server projects a long backlog
-        app_service.clean_snapshots()  # interrupted writes and orphan files of a crash (the scheduler's server)
+        app_service.backups.clean_snapshots()  # interrupted writes and orphan files of a crash (the scheduler's server)
         stop = threading.Event()
         restore_signals = _stop_on_signals(stop)  # open history streams end at once, not after the timeout
         follower = app_service.history.follow(stop)
         timeline_follower = app_service.timeline.follow(stop)
-        scheduler = app_service.start_scheduler(stop)  # saves, archives, year operations, clean-ups: one server
-        mail_sender = app_service.start_mail_sender(stop)
+        scheduler = app_service.backups.start_scheduler(stop)  # saves, archives, year operations, clean-ups: one server
+        mail_sender = app_service.mail.start_mail_sender(stop)
         warm_up = threading.Thread(target=_warm_up, args=(app_service, stop), name="campus-warm-up", daemon=True)
         warm_up.start()
         log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version(),

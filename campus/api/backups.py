@@ -13,7 +13,7 @@ from campus.api import schemas as s
 from campus.api.exchange import attachment
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
-from campus.backups import backup_filename
+from campus.services.backups import backup_filename
 from campus.export_format import MEDIA_TYPE
 
 
@@ -49,15 +49,15 @@ def _planning_id(call: Call) -> UUID:
 def list_backups(call: Call) -> dict:
     """The saves and archives of the planning's current base, newest first (discarded ones are not listed);
     each with its `status`: "ok", "damaged" or "missing"."""
-    return {"backups": [backup_view(b, call.app.backup_status(b))
-                        for b in call.app.list_backups(call.account_id, _planning_id(call))]}
+    return {"backups": [backup_view(b, call.app.backups.backup_status(b))
+                        for b in call.app.backups.list_backups(call.account_id, _planning_id(call))]}
 
 
 @api.post("/v1/console/plannings/{planning_id}/backups", auth=Auth.CONSOLE_OR_ADMIN, body=NewBackup, status=201,
           tag="backups")
 def take_backup(call: Call, body: NewBackup) -> Reply:
     """Take a save of the planning's current base now."""
-    backup = call.app.take_backup(call.account_id, _planning_id(call), body.kind)
+    backup = call.app.backups.take_backup(call.account_id, _planning_id(call), body.kind)
     return Reply(backup_view(backup), headers={
         "Location": f"/v1/console/plannings/{backup.planning_id}/backups/{backup.id}/download"})
 
@@ -69,8 +69,8 @@ def download_backup(call: Call) -> Response:
     409 `backup_corrupted` when the file is altered (the backup is then marked damaged for every
     server); 410 `backup_file_missing` when the file is not on this server's snapshot storage
     (nothing is recorded: the servers of one store share that storage, another may have it)."""
-    backup = call.app.get_backup(call.account_id, _planning_id(call), _uuid(call.path["backup_id"], "backup"))
-    path = call.app.trusted_backup_path(backup)
+    backup = call.app.backups.get_backup(call.account_id, _planning_id(call), _uuid(call.path["backup_id"], "backup"))
+    path = call.app.backups.trusted_backup_path(backup)
     return FileResponse(path, media_type=MEDIA_TYPE, headers={
         "Content-Disposition": attachment(backup_filename(backup)),
         "ETag": f'"{backup.sha256}"',

@@ -7,7 +7,7 @@ from pydantic import Field
 from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call
-from campus.user_sessions import Access, Connection, ConnectionList, Mode
+from campus.services.user_sessions import Access, Connection, ConnectionList, Mode
 
 
 class SeatReservation(s.Strict):
@@ -50,24 +50,24 @@ def list_connections(call: Call) -> dict:
     """The planning's open connections (station, application, state, access, mode, user, base, since),
     counts per access and mode, and the licence's seats in modification."""
     planning_id = _uuid(call.path["planning_id"], "planning")
-    return connections_view(call.app.list_connections(call.account_id, planning_id))
+    return connections_view(call.app.user_sessions.list_connections(call.account_id, planning_id))
 
 
 @api.delete("/v1/console/plannings/{planning_id}/connections/{connection_id}", auth=Auth.CONSOLE_OR_ADMIN,
             status=204, tag="connections")
 def disconnect(call: Call) -> None:
     """Disconnect a client: its token gets 401 from its next request, and its seat is free."""
-    call.app.disconnect(call.account_id, _uuid(call.path["planning_id"], "planning"),
+    call.app.user_sessions.disconnect(call.account_id, _uuid(call.path["planning_id"], "planning"),
                         _uuid(call.path["connection_id"], "connection"))
 
 
 @api.get("/v1/console/licence/seats", auth=Auth.CONSOLE_OR_ADMIN, tag="connections")
 def seats(call: Call) -> dict:
     """The licence's seats in modification: total, used, reserved for administrators, free."""
-    return call.app.seats(call.account_id).view()
+    return call.app.user_sessions.seats(call.account_id).view()
 
 
 @api.put("/v1/console/licence/seats", auth=Auth.CONSOLE_OR_ADMIN, body=SeatReservation, tag="connections")
 def reserve_seats(call: Call, body: SeatReservation) -> dict:
     """Reserve seats in modification for administrators, so they can always log in (0 to release)."""
-    return call.app.reserve_administrator_seats(call.account_id, body.reserved_for_administrators).view()
+    return call.app.user_sessions.reserve_administrator_seats(call.account_id, body.reserved_for_administrators).view()

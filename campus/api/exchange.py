@@ -89,7 +89,7 @@ class Transfer(s.Strict):
           status=201, tag="bases")
 def transfer_base(call: Call, body: Transfer) -> Reply:
     """Initialise a base from a timetable transfer: grid, resources, connection modes (hosting fiche 5)."""
-    planning, base, refs = call.app.transfer_base(
+    planning, base, refs = call.app.exchange.transfer_base(
         call.account_id, _planning_id(call), name=body.name, grid=body.grid.model_dump(),
         resources=body.resources, connection_modes={m: r.model_dump() for m, r in body.connection_modes.items()})
     return Reply({**base_view(base), "server_state": planning.server_state, "refs": refs}, etag=base.etag)
@@ -98,7 +98,7 @@ def transfer_base(call: Call, body: Transfer) -> Reply:
 @api.get("/v1/console/plannings/{planning_id}/base/annexes/{name}", auth=Auth.CONSOLE_OR_ADMIN, tag="bases")
 def get_annex(call: Call) -> Reply:
     """An annex file of the base in service (photo, document), as it was added."""
-    annex = call.app.get_annex(call.account_id, _planning_id(call), call.path["name"])
+    annex = call.app.exchange.get_annex(call.account_id, _planning_id(call), call.path["name"])
     return Reply(annex["data"], media_type=annex["content_type"], etag=f'"{annex["sha256"]}"',
                  headers={"Content-Disposition": attachment(call.path["name"])})
 
@@ -116,7 +116,7 @@ class ImportParams(s.Strict):
 @api.get("/v1/console/plannings/{planning_id}/base/export", auth=Auth.CONSOLE_OR_ADMIN, tag="bases")
 def export_base(call: Call) -> Response:
     """The base in service as one campus-base file (docs/EXPORT_FORMAT.md), streamed."""
-    prepared = call.app.export_base_file(call.account_id, _planning_id(call))
+    prepared = call.app.exchange.export_base_file(call.account_id, _planning_id(call))
     return StreamingResponse(prepared.chunks(), media_type=MEDIA_TYPE, headers={
         "Content-Disposition": attachment(prepared.source.name + SUFFIX),
         "Content-Length": str(prepared.size),
@@ -129,10 +129,10 @@ def export_base(call: Call) -> Response:
           raw="file", cap=upload_cap, status=201, tag="bases")
 def load_base(call: Call) -> Reply:
     """Load a campus-base file (the raw body) as a new base of the planning; the server must be stopped."""
-    call.app.check_can_load(call.account_id, _planning_id(call))
+    call.app.exchange.check_can_load(call.account_id, _planning_id(call))
     if call.raw.stat().st_size == 0:
         raise Invalid.field("body", "the request carries no file: send the file as the request body")
-    planning, base, loaded = call.app.load_base_file(call.account_id, _planning_id(call), call.raw, call.query.name)
+    planning, base, loaded = call.app.exchange.load_base_file(call.account_id, _planning_id(call), call.raw, call.query.name)
     return Reply({**base_view(base), "server_state": planning.server_state,
                   "loaded": {"records": sum(loaded.counts().values()), "annexes": len(loaded.annexes),
                              "source_base_id": str(loaded.base_id), "source_position": loaded.position,
@@ -144,7 +144,7 @@ def load_base(call: Call) -> Reply:
          cap=lambda _: MAX_ANNEX_BYTES, tag="bases")
 def put_annex(call: Call) -> Reply:
     """Add or replace an annex (the raw body; its Content-Type is kept) of the base in service."""
-    _, info, created = call.app.put_annex(call.account_id, _planning_id(call), call.path["name"],
+    _, info, created = call.app.exchange.put_annex(call.account_id, _planning_id(call), call.path["name"],
                                           call.headers.get("content-type"), call.raw)
     return Reply(info, status=201 if created else 200, etag=f'"{info["sha256"]}"')
 
@@ -152,7 +152,7 @@ def put_annex(call: Call) -> Reply:
 @api.get("/v1/console/users/export", auth=Auth.CONSOLE, tag="users")
 def export_users(call: Call) -> Reply:
     """The users file: directory users (password hashes, never passwords) and profile assignments."""
-    content, _count = call.app.export_users_file(call.account_id)
+    content, _count = call.app.exchange.export_users_file(call.account_id)
     number = call.account.hosting_number if call.account else "school"
     return Reply(content, media_type="application/json", headers={
         "Content-Disposition": attachment(f"{number}.campus-users.json"), "Cache-Control": "no-store"})
@@ -164,6 +164,6 @@ def import_users(call: Call) -> dict:
     """Create the users of a users file (keeping their password hashes) and apply its assignments."""
     if not call.raw.strip():
         raise Invalid.field("body", "the request carries no file: send the users file as the request body")
-    return call.app.import_users_file(call.account_id, call.raw, call.query.on_conflict)
+    return call.app.exchange.import_users_file(call.account_id, call.raw, call.query.on_conflict)
 
 

@@ -45,7 +45,7 @@ def openapi(call: Call) -> Reply:
           status=201, tag="operator")
 def open_account(call: Call, body: s.OpenAccount) -> Reply:
     """Open a hosting account; the console password and invoice number are shown only here."""
-    opened = call.app.open_account(body.establishment, body.manager.name, str(body.manager.email), body.edition)
+    opened = call.app.accounts.open_account(body.establishment, body.manager.name, str(body.manager.email), body.edition)
     return Reply({
         "hosting_number": opened.account.hosting_number,
         "console_password": opened.console_password,
@@ -57,7 +57,7 @@ def open_account(call: Call, body: s.OpenAccount) -> Reply:
 @api.get("/v1/operator/accounts/{hosting_number}", auth=Auth.OPERATOR, tag="operator")
 def operator_account(call: Call) -> Reply:
     """Read a hosting account (no secrets)."""
-    account = call.app.account_by_number(call.path["hosting_number"])
+    account = call.app.accounts.account_by_number(call.path["hosting_number"])
     return Reply(account_view(account), etag=account.etag)
 
 
@@ -65,7 +65,7 @@ def operator_account(call: Call) -> Reply:
           response=s.ConsolePasswordOut, tag="operator")
 def reset_console_password(call: Call) -> Reply:
     """Reset the console password (the manager cannot change it); open sessions end."""
-    account, password = call.app.reset_console_password(call.path["hosting_number"])
+    account, password = call.app.accounts.reset_console_password(call.path["hosting_number"])
     return Reply({"hosting_number": account.hosting_number, "console_password": password},
                  headers={"Cache-Control": "no-store"})
 
@@ -75,7 +75,7 @@ def reset_console_password(call: Call) -> Reply:
           status=201, tag="console")
 def open_console_session(call: Call, body: s.OpenConsoleSession) -> Reply:
     """Log in as hosting manager; the first login from a machine also needs the invoice number."""
-    login = call.app.open_console_session(body.hosting_number, body.password, body.invoice_number, body.certificate)
+    login = call.app.console_sessions.open_console_session(body.hosting_number, body.password, body.invoice_number, body.certificate)
     return Reply({"token": login.token, "certificate": login.certificate, "expires_at": login.session.expires_at},
                  headers={"Cache-Control": "no-store"})
 
@@ -84,13 +84,13 @@ def open_console_session(call: Call, body: s.OpenConsoleSession) -> Reply:
 def close_console_session(call: Call) -> None:
     """Log out: the token stops working at once."""
     assert call.token is not None
-    call.app.close_console_session(call.token)
+    call.app.console_sessions.close_console_session(call.token)
 
 
 @api.post("/v1/console/licence-agreement", auth=Auth.CONSOLE_ANY, tag="console")
 def accept_licence_agreement(call: Call) -> dict:
     """Accept the licence agreement (once); the rest of the console needs it."""
-    account = call.app.accept_licence_agreement(call.account_id)
+    account = call.app.accounts.accept_licence_agreement(call.account_id)
     return {"accepted": True, "accepted_at": account.licence_accepted_at}
 
 
@@ -98,7 +98,7 @@ def accept_licence_agreement(call: Call) -> dict:
 @api.get("/v1/console/controller", auth=Auth.CONSOLE, response=s.ControllerOut, tag="controller")
 def get_controller(call: Call) -> Reply:
     """The controller: domain, port, state."""
-    controller = call.app.get_controller(call.account_id)
+    controller = call.app.controllers.get_controller(call.account_id)
     return Reply(controller_view(controller), etag=controller.etag)
 
 
@@ -106,21 +106,21 @@ def get_controller(call: Call) -> Reply:
          tag="controller")
 def bind_controller_domain(call: Call, body: s.BindDomain) -> Reply:
     """Bind a domain name to the controller (port 21200)."""
-    controller = call.app.bind_controller_domain(call.account_id, body.name, call.if_match)
+    controller = call.app.controllers.bind_controller_domain(call.account_id, body.name, call.if_match)
     return Reply(controller_view(controller), etag=controller.etag)
 
 
 @api.post("/v1/console/controller/activation", auth=Auth.CONSOLE, response=s.ControllerOut, tag="controller")
 def activate_controller(call: Call) -> Reply:
     """Activate the controller: needs a bound domain and a superadministrator."""
-    controller = call.app.activate_controller(call.account_id)
+    controller = call.app.controllers.activate_controller(call.account_id)
     return Reply(controller_view(controller), etag=controller.etag)
 
 
 @api.delete("/v1/console/controller/activation", auth=Auth.CONSOLE, response=s.ControllerOut, tag="controller")
 def deactivate_controller(call: Call) -> Reply:
     """Stop the controller."""
-    controller = call.app.deactivate_controller(call.account_id)
+    controller = call.app.controllers.deactivate_controller(call.account_id)
     return Reply(controller_view(controller), etag=controller.etag)
 
 
@@ -128,7 +128,7 @@ def deactivate_controller(call: Call) -> Reply:
 @api.get("/v1/console/plannings", auth=Auth.CONSOLE, tag="plannings")
 def list_plannings(call: Call) -> dict:
     """The account's plannings."""
-    return {"plannings": [planning_view(p) for p in call.app.list_plannings(call.account_id)]}
+    return {"plannings": [planning_view(p) for p in call.app.plannings.list_plannings(call.account_id)]}
 
 
 @api.get("/v1/console/plannings/{planning_id}", auth=Auth.CONSOLE, query=s.AsOf, response=s.PlanningOut,
@@ -137,9 +137,9 @@ def get_planning(call: Call) -> Reply:
     """One planning — now, or `as_of` an instant (with the log `position` used)."""
     planning_id = _uuid(call.path["planning_id"], "planning")
     if call.query.as_of is not None:
-        past, position = call.app.planning_as_of(call.account_id, planning_id, call.query.as_of)
+        past, position = call.app.time_machine.planning_as_of(call.account_id, planning_id, call.query.as_of)
         return Reply({**planning_view(past), "as_of": call.query.as_of, "position": position})
-    planning = call.app.get_planning(call.account_id, planning_id)
+    planning = call.app.plannings.get_planning(call.account_id, planning_id)
     return Reply(planning_view(planning), etag=planning.etag)
 
 
@@ -147,7 +147,7 @@ def get_planning(call: Call) -> Reply:
            response=s.PlanningOut, tag="plannings")
 def update_planning(call: Call, body: s.PlanningChanges) -> Reply:
     """Change name, publication name, .net licence switch, domain or time zone."""
-    planning = call.app.update_planning(call.account_id, _uuid(call.path["planning_id"], "planning"),
+    planning = call.app.plannings.update_planning(call.account_id, _uuid(call.path["planning_id"], "planning"),
                                         body.model_dump(exclude_unset=True), call.if_match)
     return Reply(planning_view(planning), etag=planning.etag)
 
@@ -157,7 +157,7 @@ def update_planning(call: Call, body: s.PlanningChanges) -> Reply:
 def assign_profile(call: Call, body: s.ProfileAssignment) -> Reply:
     """Set who holds a profile (administration, modification, consultation) on the planning."""
     profile = _profile(call.path["profile"])
-    planning = call.app.assign_profile(call.account_id, _uuid(call.path["planning_id"], "planning"), profile,
+    planning = call.app.plannings.assign_profile(call.account_id, _uuid(call.path["planning_id"], "planning"), profile,
                                        body.logins, call.if_match)
     return Reply(planning_view(planning), etag=planning.etag)
 
@@ -172,7 +172,7 @@ def _profile(value: str) -> Profile:
 @api.get("/v1/console/assignment-templates", auth=Auth.CONSOLE, tag="plannings")
 def list_templates(call: Call) -> dict:
     """Saved assignment templates."""
-    account = call.app.get_account(call.account_id)
+    account = call.app.accounts.get_account(call.account_id)
     return {"templates": [
         {"name": name, "assignments": {k: list(v) for k, v in t["assignments"].items()}}
         for name, t in sorted(account.assignment_templates.items())
@@ -186,7 +186,7 @@ def save_template(call: Call, body: s.SaveTemplate) -> dict:
         planning_id = UUID(body.planning_id)
     except ValueError:
         raise Invalid.field("planning_id", "is not a planning id") from None
-    account = call.app.save_assignment_template(call.account_id, body.name, planning_id)
+    account = call.app.plannings.save_assignment_template(call.account_id, body.name, planning_id)
     template = account.assignment_templates[body.name.strip()]
     return {"name": body.name.strip(), "assignments": {k: list(v) for k, v in template["assignments"].items()}}
 
@@ -195,7 +195,7 @@ def save_template(call: Call, body: s.SaveTemplate) -> dict:
           response=s.PlanningOut, tag="plannings")
 def apply_template(call: Call, body: s.ApplyTemplate) -> Reply:
     """Apply a saved assignment template to the planning."""
-    planning = call.app.apply_assignment_template(call.account_id, _uuid(call.path["planning_id"], "planning"),
+    planning = call.app.plannings.apply_assignment_template(call.account_id, _uuid(call.path["planning_id"], "planning"),
                                                   body.name, call.if_match)
     return Reply(planning_view(planning), etag=planning.etag)
 
@@ -205,7 +205,7 @@ def apply_template(call: Call, body: s.ApplyTemplate) -> Reply:
           response=s.UserOut, status=201, tag="users")
 def create_superadministrator(call: Call, body: s.NewSuperadministrator) -> Reply:
     """Create the first superadministrator (password rules of Campus fiche 4)."""
-    user = call.app.create_first_superadministrator(
+    user = call.app.users.create_first_superadministrator(
         call.account_id, first_name=body.first_name, last_name=body.last_name, login=body.login,
         password=body.password, password_confirmation=body.password_confirmation)
     return Reply(user_view(user), etag=user.etag)
@@ -215,7 +215,7 @@ def create_superadministrator(call: Call, body: s.NewSuperadministrator) -> Repl
           tag="users")
 def create_user(call: Call, body: s.NewUser) -> Reply:
     """Create a user; the generated password is shown only here."""
-    created = call.app.create_user(
+    created = call.app.users.create_user(
         call.account_id, login=body.login, last_name=body.last_name, first_name=body.first_name,
         civility=body.civility, status=body.status, email=str(body.email) if body.email else None,
         external_ids=body.external_ids.model_dump() if body.external_ids else None)
@@ -226,13 +226,13 @@ def create_user(call: Call, body: s.NewUser) -> Reply:
 @api.get("/v1/console/users", auth=Auth.CONSOLE, tag="users")
 def list_users(call: Call) -> dict:
     """The school's directory users."""
-    return {"users": [user_view(u) for u in call.app.list_users(call.account_id)]}
+    return {"users": [user_view(u) for u in call.app.users.list_users(call.account_id)]}
 
 
 @api.get("/v1/console/users/{login}", auth=Auth.CONSOLE, response=s.UserOut, tag="users")
 def get_user(call: Call) -> Reply:
     """One user."""
-    user = call.app.get_user(call.account_id, call.path["login"])
+    user = call.app.users.get_user(call.account_id, call.path["login"])
     return Reply(user_view(user), etag=user.etag)
 
 
@@ -242,14 +242,14 @@ def update_user(call: Call, body: s.UserChanges) -> Reply:
     changes = body.model_dump(exclude_unset=True)
     if "email" in changes and changes["email"] is not None:
         changes["email"] = str(changes["email"])
-    user = call.app.update_user(call.account_id, call.path["login"], changes, call.if_match)
+    user = call.app.users.update_user(call.account_id, call.path["login"], changes, call.if_match)
     return Reply(user_view(user), etag=user.etag)
 
 
 @api.post("/v1/console/users/{login}/password", auth=Auth.CONSOLE, tag="users")
 def reset_user_password(call: Call) -> Reply:
     """Give a user a new generated password (shown only here); the user's open sessions end."""
-    user, password = call.app.reset_user_password(call.account_id, call.path["login"])
+    user, password = call.app.users.reset_user_password(call.account_id, call.path["login"])
     return Reply({"login": user.login, "password": password}, etag=user.etag, headers={"Cache-Control": "no-store"})
 
 
@@ -266,7 +266,7 @@ def _history_query(call: Call, limit: int) -> HistoryQuery:
 @api.get("/v1/console/history", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history")
 def history(call: Call) -> dict:
     """The school's events, oldest first, filtered and paged by position."""
-    events, next_position = call.app.read_history(
+    events, next_position = call.app.history.query(
         _history_query(call, min(call.query.limit, call.app.settings.history_page_max)))
     return {"events": events, "next": next_position}
 
@@ -277,7 +277,7 @@ def export_history(call: Call) -> Reply:
     """The filtered history as JSON lines (one event per line), all pages at once; `limit` is ignored."""
     query, lines = _history_query(call, call.app.settings.history_page_max), []
     while True:
-        events, next_position = call.app.read_history(query)
+        events, next_position = call.app.history.query(query)
         lines += [encode_json(e) for e in events]
         if next_position is None:
             break

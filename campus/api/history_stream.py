@@ -96,7 +96,7 @@ async def _follow(app: CampusApplication, query: HistoryQuery, token: str) -> As
                 await anyio.sleep(POLL_SECONDS)
                 continue
             if position != drained_at:
-                events, more = await anyio.to_thread.run_sync(app.read_history, replace(query, after=cursor))
+                events, more = await anyio.to_thread.run_sync(app.history.query, replace(query, after=cursor))
                 if events:
                     if not await signed_in():  # never an event for a session that has ended
                         return
@@ -123,7 +123,7 @@ async def _follow(app: CampusApplication, query: HistoryQuery, token: str) -> As
 
 def _still_signed_in(app: CampusApplication, token: str) -> bool:
     try:
-        app.authenticate_console(token)
+        app.console_sessions.authenticate_console(token)
     except Unauthenticated:
         return False
     return True

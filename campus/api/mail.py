@@ -16,7 +16,7 @@ from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
 from campus.letters import PLACEHOLDERS
-from campus.mail import CODE_ATTEMPTS, RESEND_AFTER, LetterTemplateView
+from campus.services.mail import CODE_ATTEMPTS, RESEND_AFTER, LetterTemplateView
 
 
 # -- bodies and queries -------------------------------------------------------------------
@@ -121,13 +121,13 @@ def _account_reply(call: Call, account: MailAccount, status: int | None = None) 
 def list_mail_accounts(call: Call) -> dict:
     """The school's mail accounts, personal and establishment."""
     now = call.app.now()
-    return {"mail_accounts": [mail_account_view(a, now) for a in call.app.list_mail_accounts(call.account_id)]}
+    return {"mail_accounts": [mail_account_view(a, now) for a in call.app.mail.list_mail_accounts(call.account_id)]}
 
 
 @api.post("/v1/console/mail-accounts", auth=Auth.CONSOLE, body=NewMailAccount, status=201, tag="mail")
 def create_mail_account(call: Call, body: NewMailAccount) -> Reply:
     """Create a mail account; a 6-digit verification code is e-mailed to its address at once."""
-    account = call.app.create_mail_account(
+    account = call.app.mail.create_mail_account(
         call.account_id, kind=body.kind, address=str(body.address) if body.address else None, name=body.name,
         login=body.login, secret_question=body.secret_question, secret_answer=body.secret_answer)
     return _account_reply(call, account, 201)
@@ -136,13 +136,13 @@ def create_mail_account(call: Call, body: NewMailAccount) -> Reply:
 @api.get("/v1/console/mail-accounts/{mail_account_id}", auth=Auth.CONSOLE, tag="mail")
 def get_mail_account(call: Call) -> Reply:
     """One mail account (never its secret answer nor its code)."""
-    return _account_reply(call, call.app.get_mail_account(call.account_id, _mail_account_id(call)))
+    return _account_reply(call, call.app.mail.get_mail_account(call.account_id, _mail_account_id(call)))
 
 
 @api.patch("/v1/console/mail-accounts/{mail_account_id}", auth=Auth.CONSOLE, body=MailAccountChanges, tag="mail")
 def change_mail_account(call: Call, body: MailAccountChanges) -> Reply:
     """Rename the account or change its secret question and answer (the current answer is required)."""
-    account = call.app.change_mail_account(
+    account = call.app.mail.change_mail_account(
         call.account_id, _mail_account_id(call), secret_answer=body.secret_answer, name=body.name,
         secret_question=body.secret_question, new_secret_answer=body.new_secret_answer, if_match=call.if_match)
     return _account_reply(call, account)
@@ -151,35 +151,35 @@ def change_mail_account(call: Call, body: MailAccountChanges) -> Reply:
 @api.delete("/v1/console/mail-accounts/{mail_account_id}", auth=Auth.CONSOLE, status=204, tag="mail")
 def delete_mail_account(call: Call) -> None:
     """Delete a mail account (its address can be used for a new one)."""
-    call.app.delete_mail_account(call.account_id, _mail_account_id(call))
+    call.app.mail.delete_mail_account(call.account_id, _mail_account_id(call))
 
 
 @api.post("/v1/console/mail-accounts/{mail_account_id}/verification", auth=Auth.CONSOLE, body=VerificationCode,
           tag="mail")
 def verify_mail_account(call: Call, body: VerificationCode) -> Reply:
     """Enter the code received: 5 wrong codes make it void; it expires after 15 minutes."""
-    return _account_reply(call, call.app.verify_mail_account(call.account_id, _mail_account_id(call), body.code))
+    return _account_reply(call, call.app.mail.verify_mail_account(call.account_id, _mail_account_id(call), body.code))
 
 
 @api.post("/v1/console/mail-accounts/{mail_account_id}/verification/resend", auth=Auth.CONSOLE, status=202,
           tag="mail")
 def resend_verification_code(call: Call) -> Reply:
     """E-mail a new code ("Je n'ai pas reçu le code"); the previous one stops working. Once a minute."""
-    return _account_reply(call, call.app.resend_verification_code(call.account_id, _mail_account_id(call)))
+    return _account_reply(call, call.app.mail.resend_verification_code(call.account_id, _mail_account_id(call)))
 
 
 # -- the letter (Campus fiche 11) ------------------------------------------------------------
 @api.get("/v1/console/letter-templates/{slug}", auth=Auth.CONSOLE, tag="mail")
 def get_letter_template(call: Call) -> Reply:
     """The "Connexion des personnels" letter (the default until the school changes it) and its placeholders."""
-    template = call.app.get_letter_template(call.account_id, call.path["slug"])
+    template = call.app.mail.get_letter_template(call.account_id, call.path["slug"])
     return Reply(letter_template_view(template), etag=template.etag)
 
 
 @api.put("/v1/console/letter-templates/{slug}", auth=Auth.CONSOLE, body=LetterTemplateBody, tag="mail")
 def put_letter_template(call: Call, body: LetterTemplateBody) -> Reply:
     """Change the letter; an unknown placeholder is refused (422 naming it)."""
-    template = call.app.put_letter_template(call.account_id, call.path["slug"], body.title, body.body,
+    template = call.app.mail.put_letter_template(call.account_id, call.path["slug"], body.title, body.body,
                                             if_match=call.if_match)
     return Reply(letter_template_view(template), etag=template.etag)
 
@@ -188,12 +188,12 @@ def put_letter_template(call: Call, body: LetterTemplateBody) -> Reply:
           tag="mail")
 def send_connection_details(call: Call, body: ConnectionDetails) -> Reply:
     """E-mail each selected user a new password in the PDF letter; users without an e-mail are listed apart."""
-    result = call.app.send_connection_details(call.account_id, body.logins, body.mail_account_id)
+    result = call.app.mail.send_connection_details(call.account_id, body.logins, body.mail_account_id)
     return Reply({
         "mail_account_id": str(result.mail_account.id),
         "queued": result.sent,
         "without_email": result.without_email,
-        "waiting_for": call.app.smtp_waiting_reason(),
+        "waiting_for": call.app.mail.smtp_waiting_reason(),
     })
 
 
@@ -201,8 +201,8 @@ def send_connection_details(call: Call, body: ConnectionDetails) -> Reply:
 @api.get("/v1/console/outbox", auth=Auth.CONSOLE, query=OutboxParams, tag="mail")
 def list_outbox(call: Call) -> dict:
     """The school's mail, newest first: recipient, subject, state, attempts, last error (never the content)."""
-    waiting = call.app.smtp_waiting_reason()
-    messages = call.app.list_outbox(call.account_id, call.query.state, call.query.limit)
+    waiting = call.app.mail.smtp_waiting_reason()
+    messages = call.app.mail.list_outbox(call.account_id, call.query.state, call.query.limit)
     return {"smtp_configured": waiting is None, "waiting_for": waiting,
             "messages": [message_view(m, waiting) for m in messages]}
 
@@ -210,5 +210,5 @@ def list_outbox(call: Call) -> dict:
 @api.get("/v1/console/outbox/{message_id}", auth=Auth.CONSOLE, tag="mail")
 def get_outbox_message(call: Call) -> dict:
     """One message of the outbox (never its content)."""
-    message = call.app.get_outbox_message(call.account_id, _uuid(call.path["message_id"], "message"))
-    return message_view(message, call.app.smtp_waiting_reason())
+    message = call.app.mail.get_outbox_message(call.account_id, _uuid(call.path["message_id"], "message"))
+    return message_view(message, call.app.mail.smtp_waiting_reason())

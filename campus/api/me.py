@@ -11,7 +11,7 @@ from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
 from campus.text import VISIBLE
-from campus.user_sessions import Access, ClientApplication, Mode
+from campus.services.user_sessions import Access, ClientApplication, Mode
 
 Station = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
                                            pattern=r"^[^\x00-\x1f\x7f]*$"), VISIBLE]
@@ -45,7 +45,7 @@ def me_view(user: DirectoryUser) -> dict:
 @api.post("/v1/sessions", auth=Auth.NONE, body=OpenUserSession, status=201, tag="sessions")
 def open_session(call: Call, body: OpenUserSession) -> Reply:
     """Log in to a planning in a mode with the controller's domain, login and password (Campus fiche 7)."""
-    login = call.app.open_user_session(domain=body.domain, login=body.login, password=body.password,
+    login = call.app.user_sessions.open_user_session(domain=body.domain, login=body.login, password=body.password,
                                        planning=body.planning, mode=Mode(body.mode), device=body.device,
                                        pin=body.pin, station=body.station,
                                        application=ClientApplication(body.application),
@@ -67,7 +67,7 @@ def open_session(call: Call, body: OpenUserSession) -> Reply:
 @api.delete("/v1/sessions/current", auth=Auth.USER, status=204, tag="sessions")
 def close_session(call: Call) -> None:
     """Log out: the token stops working at once."""
-    call.app.close_user_session(call.user)
+    call.app.user_sessions.close_user_session(call.user)
 
 
 @api.get("/v1/me", auth=Auth.USER, tag="sessions")
@@ -82,7 +82,7 @@ def me(call: Call) -> dict:
 @api.put("/v1/me/security", auth=Auth.USER, body=s.SecurityChoice, tag="sessions")
 def choose_security(call: Call, body: s.SecurityChoice) -> dict:
     """Choose the measure for unrecognised devices: none, notification, or a PIN of at least 4 digits."""
-    user = call.app.choose_security_measure(call.user, SecurityMeasure(body.measure), body.pin,
+    user = call.app.user_sessions.choose_security_measure(call.user, SecurityMeasure(body.measure), body.pin,
                                             body.pin_confirmation)
     return me_view(user)
 
@@ -90,11 +90,11 @@ def choose_security(call: Call, body: s.SecurityChoice) -> dict:
 @api.post("/v1/me/devices", auth=Auth.USER, body=s.DeviceName, status=201, tag="sessions")
 def recognise_device(call: Call, body: s.DeviceName) -> dict:
     """Recognise the device of this session under a name ("Bureau")."""
-    device_id, user = call.app.recognise_device(call.user, body.name)
+    device_id, user = call.app.user_sessions.recognise_device(call.user, body.name)
     return {"id": str(device_id), "name": user.devices[device_id]["name"]}
 
 
 @api.delete("/v1/me/devices/{device_id}", auth=Auth.USER, status=204, tag="sessions")
 def forget_device(call: Call) -> None:
     """Forget a recognised device: it will need the PIN again."""
-    call.app.forget_device(call.user, _uuid(call.path["device_id"], "device"))
+    call.app.user_sessions.forget_device(call.user, _uuid(call.path["device_id"], "device"))

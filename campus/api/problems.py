@@ -65,7 +65,7 @@ async def campus_error(request: Request, exc: Exception) -> Response:
 
 
 async def store_failed(request: Request, exc: Exception) -> Response:
-    from campus.command_path import store_unavailable
+    from campus.commands import store_unavailable
 
     return from_campus_error(store_unavailable(exc))
 

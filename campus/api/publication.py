@@ -1,5 +1,5 @@
 """HTTP handlers of the publication of the web spaces and of delegated authentication
-(hosting guide fiches 8 and 9, Campus fiche 9). Rules live in :mod:`campus.publication`."""
+(hosting guide fiches 8 and 9, Campus fiche 9). Rules live in :mod:`campus.services.publication`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import Field, StrictBool, StringConstraints
 from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
-from campus.publication import DELEGATION_NAME_MAX, FONT_SIZES, HEIGHTS, PROTOCOLS, TITLE_MAX, URL_FIELDS
+from campus.services.publication import DELEGATION_NAME_MAX, FONT_SIZES, HEIGHTS, PROTOCOLS, TITLE_MAX, URL_FIELDS
 
 Url = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 TAG = "publication"
@@ -88,16 +88,16 @@ def get_publication(call: Call) -> Reply:
     """The publication: state, public URL, each space's switch and URLs, common page, delegations —
     now, or `as_of` an instant (with the log `position` used)."""
     if call.query.as_of is not None:
-        _, description, position = call.app.publication_as_of(call.account_id, _planning_id(call), call.query.as_of)
+        _, description, position = call.app.time_machine.publication_as_of(call.account_id, _planning_id(call), call.query.as_of)
         return Reply({**description, "as_of": call.query.as_of, "position": position})
-    return _reply(call.app.publication(call.account_id, _planning_id(call)))
+    return _reply(call.app.publication.publication(call.account_id, _planning_id(call)))
 
 
 @api.put("/v1/console/plannings/{planning_id}/publication", auth=Auth.CONSOLE_OR_ADMIN, body=PublicationState,
          tag=TAG)
 def set_publication(call: Call, body: PublicationState) -> Reply:
     """Publish the spaces or stop their publication (hosting fiche 8)."""
-    return _reply(call.app.set_publication_state(call.account_id, _planning_id(call), body.state, call.if_match))
+    return _reply(call.app.publication.set_publication_state(call.account_id, _planning_id(call), body.state, call.if_match))
 
 
 @api.patch("/v1/console/plannings/{planning_id}/publication/settings", auth=Auth.CONSOLE_OR_ADMIN,
@@ -105,7 +105,7 @@ def set_publication(call: Call, body: PublicationState) -> Reply:
 def change_settings(call: Call, body: PublicationSettings) -> Reply:
     """Change space switches, the public URL or the common page (publication stopped only)."""
     changes = body.model_dump(exclude_unset=True)
-    return _reply(call.app.change_publication_settings(call.account_id, _planning_id(call), changes, call.if_match))
+    return _reply(call.app.publication.change_publication_settings(call.account_id, _planning_id(call), changes, call.if_match))
 
 
 @api.post("/v1/console/plannings/{planning_id}/publication/delegations", auth=Auth.CONSOLE_OR_ADMIN,
@@ -113,7 +113,7 @@ def change_settings(call: Call, body: PublicationSettings) -> Reply:
 def add_delegation(call: Call, body: NewDelegation) -> Reply:
     """Add a delegation of authentication (inactive until activated; publication stopped only)."""
     urls = {k: getattr(body, k) for k in URL_FIELDS}
-    planning, description, delegation_id = call.app.add_delegation(
+    planning, description, delegation_id = call.app.publication.add_delegation(
         call.account_id, _planning_id(call), name=body.name, protocol=body.protocol, urls=urls)
     delegation = next(d for d in description["delegations"] if d["id"] == delegation_id)
     return Reply({**description, "delegation": delegation}, etag=planning.etag, headers={
@@ -124,7 +124,7 @@ def add_delegation(call: Call, body: NewDelegation) -> Reply:
            auth=Auth.CONSOLE_OR_ADMIN, body=DelegationChange, tag=TAG)
 def change_delegation(call: Call, body: DelegationChange) -> Reply:
     """Activate or deactivate a delegation (publication stopped only)."""
-    return _reply(call.app.set_delegation_active(call.account_id, _planning_id(call), call.path["delegation_id"],
+    return _reply(call.app.publication.set_delegation_active(call.account_id, _planning_id(call), call.path["delegation_id"],
                                                  body.active))
 
 
@@ -132,7 +132,7 @@ def change_delegation(call: Call, body: DelegationChange) -> Reply:
             auth=Auth.CONSOLE_OR_ADMIN, status=204, tag=TAG)
 def remove_delegation(call: Call) -> None:
     """Remove a delegation no space uses (publication stopped only)."""
-    call.app.remove_delegation(call.account_id, _planning_id(call), call.path["delegation_id"])
+    call.app.publication.remove_delegation(call.account_id, _planning_id(call), call.path["delegation_id"])
 
 
 @api.put("/v1/console/plannings/{planning_id}/publication/space-delegations", auth=Auth.CONSOLE_OR_ADMIN,
@@ -140,4 +140,4 @@ def remove_delegation(call: Call) -> None:
 def set_space_delegations(call: Call, body: SpaceDelegations) -> Reply:
     """Choose per space its delegation (or none) and whether direct authentication stays allowed."""
     choices = {k: v.model_dump() for k, v in body.spaces.items()}
-    return _reply(call.app.set_space_delegations(call.account_id, _planning_id(call), choices, call.if_match))
+    return _reply(call.app.publication.set_space_delegations(call.account_id, _planning_id(call), choices, call.if_match))

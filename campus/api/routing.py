@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from campus.api.middleware import CLIENT_CLOSED_REQUEST
-from campus.command_path import store_unavailable
+from campus.commands import store_unavailable
 from campus.api.problems import from_campus_error, problem, validation_errors
 from campus.context import current_context, set_actor
 from campus.errors import CampusError, Forbidden, Invalid, Malformed, TooLarge, Unauthenticated
@@ -37,7 +37,7 @@ from campus.errors import CampusError, Forbidden, Invalid, Malformed, TooLarge, 
 if TYPE_CHECKING:
     from campus.aggregates.account import HostingAccount
     from campus.application import CampusApplication
-    from campus.user_sessions import UserCaller
+    from campus.services.user_sessions import UserCaller
 
 log = structlog.get_logger("campus.api")
 
@@ -280,7 +280,7 @@ def _handle(application: CampusApplication, ep: Endpoint, request: Request, raw:
         response = from_campus_error(exc)
     except PersistenceError as exc:
         # A read the store could not answer (unreachable, busy, timed out): nothing was written.
-        # (Commands map their own store failures: campus/command_path.py.)
+        # (Commands map their own store failures: campus/commands.py.)
         response = from_campus_error(store_unavailable(exc))
     except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a clean 500
         log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
@@ -331,7 +331,7 @@ def _authenticate(application: CampusApplication, auth: Auth, request: Request, 
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("send Authorization: Bearer <token>", code="missing_token")
     if auth is Auth.OPERATOR:
-        application.authenticate_operator(token)  # 401, or 429 after too many failures from this address
+        application.login_guard.authenticate_operator(token)  # 401, or 429 after too many failures from this address
         set_actor("operator")
         return
     call.token = token
@@ -340,14 +340,14 @@ def _authenticate(application: CampusApplication, auth: Auth, request: Request, 
         return
     if auth is Auth.CONSOLE_OR_ADMIN:
         try:
-            account = application.authenticate_console(token)
+            account = application.console_sessions.authenticate_console(token)
         except Unauthenticated:
             # A superadministrator or base administrator holding Administration on this planning.
             call.caller = _user_for_path(application, token, call, serving=False)
             call.caller.require("administer")
             return
     else:
-        account = application.authenticate_console(token)
+        account = application.console_sessions.authenticate_console(token)
     set_actor(f"manager:{account.hosting_number}")
     call.account = account
     if auth in (Auth.CONSOLE, Auth.CONSOLE_OR_ADMIN) and not account.licence_accepted:
@@ -357,10 +357,10 @@ def _authenticate(application: CampusApplication, auth: Auth, request: Request, 
 
 
 def _user_for_path(application: CampusApplication, token: str, call: Call, serving: bool = True) -> UserCaller:
-    caller = application.authenticate_user(token, serving=serving)
+    caller = application.user_sessions.authenticate_user(token, serving=serving)
     wanted = call.path.get("planning_id")
     if wanted is not None and wanted != str(caller.planning.id):
-        application.get_planning_by_text(caller.session.account_id, wanted)  # another school's: 404
+        application.plannings.get_planning_by_text(caller.session.account_id, wanted)  # another school's: 404
         raise Forbidden(f"this session is for the planning {caller.planning.name!r}; "
                         "log in to the other planning", code="other_planning")
     return caller

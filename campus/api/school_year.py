@@ -51,7 +51,7 @@ def _planning_id(call: Call) -> UUID:
           status=201, tag="school year")
 def prepare_next_year(call: Call, body: PrepareYear) -> Reply:
     """Prepare the next school year: a save, an archive of the year, a new empty base with the grid moved on."""
-    prepared = call.app.prepare_next_year(call.account_id, _planning_id(call), confirm=body.confirm, year=body.year)
+    prepared = call.app.school_year.prepare_next_year(call.account_id, _planning_id(call), confirm=body.confirm, year=body.year)
     planning = prepared.planning
     return Reply({
         "school_year": prepared.year,
@@ -67,7 +67,7 @@ def prepare_next_year(call: Call, body: PrepareYear) -> Reply:
 def year_change_status(call: Call) -> dict:
     """The planning's school-year changes: archives, prepared bases, versions installed."""
     planning_id = _planning_id(call)
-    changes = call.app.year_changes(call.account_id, planning_id)
+    changes = call.app.school_year.year_changes(call.account_id, planning_id)
     return {"planning_id": str(planning_id), "product_version": product_version(changes),
             "school_years": [year_change_view(c) for c in changes]}
 
@@ -75,4 +75,4 @@ def year_change_status(call: Call) -> dict:
 @api.get("/v1/console/upcoming-operations", auth=Auth.CONSOLE, tag="school year")
 def upcoming_operations(call: Call) -> dict:
     """What the clock will do next: saves, archives, the July archive, the August base, the version change."""
-    return {"now": call.app.now(), "operations": call.app.upcoming_operations(call.account_id)}
+    return {"now": call.app.now(), "operations": call.app.school_year.upcoming_operations(call.account_id)}

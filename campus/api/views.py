@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from campus.account_page import contact_of
+from campus.services.account_page import contact_of
 from campus.aggregates.account import HostingAccount
 from campus.aggregates.controller import Controller
 from campus.aggregates.planning import Planning

@@ -14,7 +14,7 @@ follow the log"):
   - PostgreSQL: ids are taken from a sequence by transactions that may commit in
     another order, so a gap can be an id whose transaction is still running.
     Every campus writer takes its transaction id *before* its INSERT takes ids
-    (:mod:`campus.command_path`). When a gap is first seen the projector records
+    (:mod:`campus.commands`). When a gap is first seen the projector records
     the newest committed id (the horizon) and ``pg_snapshot_xmax`` of the same
     snapshot: every transaction holding an id up to the horizon has a smaller
     transaction id. Once ``pg_snapshot_xmin`` has reached that value, and at least

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from campus.application import CampusApplication
-from campus.backups import boundaries
+from campus.services.backups import boundaries
 from campus.clock import ManualClock
 from campus.settings import Settings
 
@@ -55,21 +55,21 @@ def build(schema: str, snapshots: Path, workdir: Path) -> Built:
     clock = ManualClock(now - timedelta(days=31))
     app = CampusApplication(settings, clock=clock)
     try:
-        opened = app.open_account("Lycée Jean Moulin", "Claire Dupont", "claire@ecole.fr")
+        opened = app.accounts.open_account("Lycée Jean Moulin", "Claire Dupont", "claire@ecole.fr")
         account_id = opened.account.id
-        app.accept_licence_agreement(account_id)
-        app.create_first_superadministrator(account_id, first_name="Pierre", last_name="Martin", login="pmartin",
+        app.accounts.accept_licence_agreement(account_id)
+        app.users.create_first_superadministrator(account_id, first_name="Pierre", last_name="Martin", login="pmartin",
                                             password=PASSWORD, password_confirmation=PASSWORD)
-        p1, p2 = app.list_plannings(account_id)[:2]
+        p1, p2 = app.plannings.list_plannings(account_id)[:2]
         year = _grid_year(now)
         first_monday = date(year, 8, 25) + timedelta(days=(7 - date(year, 8, 25).weekday()) % 7)
         for planning in (p1, p2):
-            app.create_base(account_id, planning.id, name=f"Base {planning.number}", first_monday=first_monday,
+            app.bases.create_base(account_id, planning.id, name=f"Base {planning.number}", first_monday=first_monday,
                             last_sunday=first_monday + timedelta(weeks=44, days=-1), working_days=["mon", "tue"],
                             sequences_per_day=8, sequence_minutes=60, split=1)
-        app.set_server_state(account_id, p2.id, "stopped")
+        app.bases.set_server_state(account_id, p2.id, "stopped")
         clock.advance(timedelta(days=1))
-        taken = app.run_due_backups()
+        taken = app.backups.run_due_backups()
         assert {b.kind for b in taken} == {"save", "archive"} and {b.planning_id for b in taken} == {p1.id}
         return Built(opened.account.hosting_number, opened.console_password, opened.invoice_number,
                      str(p1.id), str(p2.id))

@@ -2,7 +2,7 @@
 
 A small writer process (the script below) imports campus once and forks, on
 request, children that overwrite one target path in a loop with campus's own
-writer (:func:`campus.backups.atomic_backup_file`, what every save and archive
+writer (:func:`campus.services.backups.atomic_backup_file`, what every save and archive
 goes through), each file a little different. The test SIGKILLs each child at a
 random moment, then reads the target as a load would: it must be a complete
 campus-base file (its body matches the size and SHA-256 in its header) holding
@@ -26,7 +26,7 @@ from uuid import uuid4
 
 import pytest
 
-from campus.backups import remove_unfinished_writes
+from campus.services.backups import remove_unfinished_writes
 from campus.export_format import read_base_file
 
 WRITER = textwrap.dedent('''
@@ -36,7 +36,7 @@ WRITER = textwrap.dedent('''
     from pathlib import Path
     from uuid import UUID
 
-    from campus.backups import atomic_backup_file
+    from campus.services.backups import atomic_backup_file
     from campus.export_format import Annex, BaseFile
     from campus.grid import make_grid
 

@@ -166,11 +166,11 @@ def service_school(app: Any) -> tuple[Any, Any]:
     planning01 (Campus edition); returns (account id, planning id)."""
     from datetime import date
 
-    account_id = app.open_account("Lycée", "M", "m@example.org").account.id
-    app.create_first_superadministrator(account_id, first_name="A", last_name="B", login="admin",
+    account_id = app.accounts.open_account("Lycée", "M", "m@example.org").account.id
+    app.users.create_first_superadministrator(account_id, first_name="A", last_name="B", login="admin",
                                         password=SERVICE_PASSWORD, password_confirmation=SERVICE_PASSWORD)
-    planning = app.list_plannings(account_id)[0]
-    app.create_base(account_id, planning.id, name="Base", first_monday=date(2026, 8, 31),
+    planning = app.plannings.list_plannings(account_id)[0]
+    app.bases.create_base(account_id, planning.id, name="Base", first_monday=date(2026, 8, 31),
                     last_sunday=date(2027, 7, 4), working_days=["mon", "tue"], sequences_per_day=8,
                     sequence_minutes=60, split=1)
     return account_id, planning.id

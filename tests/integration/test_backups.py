@@ -16,7 +16,7 @@ from school_helpers import add_record, campus_school, service_school, set_server
 
 from campus.aggregates.backup import Backup
 from campus.application import CampusApplication
-from campus.backups import boundaries
+from campus.services.backups import boundaries
 from campus.cli import main as cli_main
 from campus.clock import ManualClock
 from campus.export_format import read_base_file
@@ -35,9 +35,9 @@ def _fresh_backup_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """A logger that honours capture_logs even if logging was configured (and cached) earlier."""
     import structlog
 
-    import campus.backups
+    import campus.services.backups
 
-    monkeypatch.setattr(campus.backups, "log", structlog.get_logger("campus.backups"))
+    monkeypatch.setattr(campus.services.backups, "log", structlog.get_logger("campus.services.backups"))
 
 
 @pytest.fixture
@@ -61,12 +61,12 @@ def test_forty_days_of_schedule_keep_30_archives_and_12_saves(backup_settings: S
         added: list[tuple[datetime, int]] = []  # (instant of the record, records from then on)
         for hour in range(1, 40 * 24 + 1):
             clock.advance(timedelta(hours=1))
-            app.add_record(account_id, planning_id, "classes", {"name": f"C{hour}"})
-            added.append((app.current_base(account_id, planning_id)[1].modified_on, hour))
+            app.bases.add_record(account_id, planning_id, "classes", {"name": f"C{hour}"})
+            added.append((app.bases.current_base(account_id, planning_id)[1].modified_on, hour))
             if hour % 6 == 0:  # the scheduler missed some boundaries: it must catch them all up
-                app.run_due_backups()
+                app.backups.run_due_backups()
 
-        listed = app.list_backups(account_id, planning_id)
+        listed = app.backups.list_backups(account_id, planning_id)
         saves = [b for b in listed if b.kind == "save"]
         archives = [b for b in listed if b.kind == "archive"]
         assert (len(saves), len(archives)) == (12, 30)
@@ -76,7 +76,7 @@ def test_forty_days_of_schedule_keep_30_archives_and_12_saves(backup_settings: S
         assert all(a.taken_at.time().hour == 0 and a.taken_at.minute == 0 for a in archives)
         assert [s.taken_at for s in saves] == [b for b in reversed(boundaries("save", now - timedelta(days=2), now))][:12]
         for backup in listed:
-            path = app.verified_backup_path(backup)
+            path = app.backups.verified_backup_path(backup)
             with open(path, "rb") as stream:
                 loaded = read_base_file(stream)
             # The file holds the base's state AT the boundary, not when the scheduler ran.
@@ -84,10 +84,10 @@ def test_forty_days_of_schedule_keep_30_archives_and_12_saves(backup_settings: S
             assert loaded.counts()["classes"] == expected == backup.counts["classes"]
         folder = backup_settings.snapshots_dir / str(account_id)
         assert sorted(p.name for p in folder.iterdir()) == sorted(f"{b.id}.campus" for b in listed)
-        discarded = [b for b in app._backups_of(account_id, planning_id) if b.discarded]
+        discarded = [b for b in app.backups._backups_of(account_id, planning_id) if b.discarded]
         assert len(discarded) == (40 * 12 - 12) + (40 - 30)  # 480 save and 40 archive boundaries passed
-        assert not any(app.backup_path(b).exists() for b in discarded)
-        assert app.run_due_backups() == []  # nothing new is due
+        assert not any(app.backups.backup_path(b).exists() for b in discarded)
+        assert app.backups.run_due_backups() == []  # nothing new is due
     finally:
         app.close()
 
@@ -135,12 +135,12 @@ def test_save_on_request_list_download_and_restore(school: Any, backup_settings:
     assert r.status_code == 201, r.text
     assert r.json()["base"]["counts"]["classes"] == 1
     assert r.json()["restored_to"] == save["taken_at"]
-    _, base = client_app(cs).current_base(_account(cs), UUID(cs.planning01))
+    _, base = client_app(cs).bases.current_base(_account(cs), UUID(cs.planning01))
     assert [f["name"] for f in base.records["classes"].values()] == ["2nde A"]
 
     # A corrupted file is never served; a restore from it falls back to the event log and says so.
     app = client_app(cs)
-    path = backup_settings.snapshots_dir / app.get_backup(_account(cs), UUID(cs.planning01), UUID(save["id"])).file
+    path = backup_settings.snapshots_dir / app.backups.get_backup(_account(cs), UUID(cs.planning01), UUID(save["id"])).file
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01
     path.write_bytes(bytes(data))
@@ -164,7 +164,7 @@ def test_save_on_request_list_download_and_restore(school: Any, backup_settings:
     assert "failed its checksum" in answer["warning"] and "event log" in answer["warning"]
     assert save["taken_at"][:19] in answer["warning"]
     assert answer["restored_to"] == save["taken_at"] and answer["base"]["counts"]["classes"] == 1
-    _, base = app.current_base(_account(cs), UUID(cs.planning01))
+    _, base = app.bases.current_base(_account(cs), UUID(cs.planning01))
     assert [f["name"] for f in base.records["classes"].values()] == ["2nde A"]
     damaged = _history(cs, "Backup.FoundDamaged")
     assert [(e["aggregate_id"], e["data"]["problem"]) for e in damaged] == [(save["id"], "backup_corrupted")]
@@ -192,7 +192,7 @@ def test_a_bad_file_outside_the_restore_window_restores_nothing(school: Any, bac
     cs, clock = school
     client = cs.client
     save = client.post(_url(cs), headers=cs.console, json={}).json()
-    (backup_settings.snapshots_dir / client_app(cs).get_backup(
+    (backup_settings.snapshots_dir / client_app(cs).backups.get_backup(
         _account(cs), UUID(cs.planning01), UUID(save["id"])).file).unlink()
     clock.advance(timedelta(days=31))
     cs.school.token = login_with_certificate(client, cs.school).json()["token"]  # the session expired
@@ -219,7 +219,7 @@ def _history(cs: Any, event_type: str) -> list[dict]:
 
 
 def _account(cs: Any) -> UUID:
-    return client_app(cs).account_by_number(cs.school.hosting_number).id
+    return client_app(cs).accounts.account_by_number(cs.school.hosting_number).id
 
 
 def client_app(cs: Any) -> CampusApplication:
@@ -241,7 +241,7 @@ def _two_saves(tmp_path: Path) -> tuple[Settings, Backup, Backup]:
     app = CampusApplication(settings, clock=ManualClock(START))
     try:
         account_id, planning_id = service_school(app)
-        return settings, app.take_backup(account_id, planning_id), app.take_backup(account_id, planning_id)
+        return settings, app.backups.take_backup(account_id, planning_id), app.backups.take_backup(account_id, planning_id)
     finally:
         app.close()
 

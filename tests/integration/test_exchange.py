@@ -417,8 +417,8 @@ def test_users_file_round_trip_into_another_school(sqlite_only_settings, clock):
                                               "mode": "teacher"})
         assert r.status_code == 201, r.text
         service = client.app.state.campus  # type: ignore[attr-defined]
-        account_b = service.account_by_number(b.hosting_number)
-        assert verify_secret(service.get_user(account_b.id, "badmin").password_hash, a.passwords["badmin"])
+        account_b = service.accounts.account_by_number(b.hosting_number)
+        assert verify_secret(service.users.get_user(account_b.id, "badmin").password_hash, a.passwords["badmin"])
 
         # Importing again with update changes nothing (same content), then a changed hash is applied.
         r = client.post("/v1/console/users/import", headers=b.headers, content=users_file,
@@ -449,7 +449,7 @@ def test_users_file_refusals(sqlite_only_settings, clock):
         assert_problem(post(tampered), 422, code="checksum_mismatch", detail="altered")
         assert_problem(post(orjson.dumps({**doc, "version": 9})), 422, code="unsupported_version",
                        detail="version 9")
-        from campus.exchange import users_file_digest
+        from campus.services.exchange import users_file_digest
 
         def resigned(document: dict) -> bytes:
             return orjson.dumps({**document, "sha256": users_file_digest(document)})

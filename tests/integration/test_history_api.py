@@ -213,7 +213,7 @@ def test_a_view_left_by_the_first_release_is_rebuilt_with_the_new_columns(settin
     try:
         account_id, planning_id = service_school(app)
         everything = HistoryQuery(tenant=str(account_id), limit=1000)
-        before, _ = app.read_history(everything)
+        before, _ = app.history.query(everything)
         _as_first_release_left_it(app)
     finally:
         app.close()
@@ -222,14 +222,14 @@ def test_a_view_left_by_the_first_release_is_rebuilt_with_the_new_columns(settin
     app = CampusApplication(settings, clock=clock)
     try:
         # Then the view is rebuilt from the events: the same history, now filterable by planning and base
-        assert app.read_history(everything)[0] == before
-        of_planning, _ = app.read_history(HistoryQuery(tenant=str(account_id), planning_id=str(planning_id)))
+        assert app.history.query(everything)[0] == before
+        of_planning, _ = app.history.query(HistoryQuery(tenant=str(account_id), planning_id=str(planning_id)))
         assert {e["type"] for e in of_planning} >= {"Planning.Created", "Planning.BaseMounted", "Base.Created"}
         base_id = next(e["aggregate_id"] for e in of_planning if e["type"] == "Base.Created")
-        of_base, _ = app.read_history(HistoryQuery(tenant=str(account_id), base_id=base_id))
+        of_base, _ = app.history.query(HistoryQuery(tenant=str(account_id), base_id=base_id))
         assert {e["aggregate_id"] for e in of_base} == {str(planning_id), base_id}
         # And the users list (read from the rebuilt catalogue) is whole
-        assert [u.login for u in app.list_users(account_id)] == ["admin"]
+        assert [u.login for u in app.users.list_users(account_id)] == ["admin"]
         position = _tracked_position(app)
         assert position == before[-1]["position"]
     finally:
@@ -239,6 +239,6 @@ def test_a_view_left_by_the_first_release_is_rebuilt_with_the_new_columns(settin
     app = CampusApplication(settings, clock=clock)
     try:
         assert _tracked_position(app) == position
-        assert app.read_history(everything)[0] == before
+        assert app.history.query(everything)[0] == before
     finally:
         app.close()

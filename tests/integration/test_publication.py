@@ -521,24 +521,24 @@ def test_old_streams_replay_and_every_change_reads_back_from_the_store(app: Camp
     from school_helpers import service_school
 
     account_id, planning_id = service_school(app)  # Campus edition: in service, so published
-    _, before = app.publication(account_id, planning_id)
+    _, before = app.publication.publication(account_id, planning_id)
     assert before["state"] == "published" and before["spaces"][0]["publish"] is True
     clock.advance(timedelta(minutes=5))
-    app.set_publication_state(account_id, planning_id, "stopped")
-    app.change_publication_settings(account_id, planning_id, {
+    app.publication.set_publication_state(account_id, planning_id, "stopped")
+    app.publication.change_publication_settings(account_id, planning_id, {
         "spaces": {"guests": False}, "public_url": "https://espaces.lycee.fr/",
         "common_page": {"background_color": "#000000", "height": {"mode": "fixed", "value": 80}}})
-    _, _, delegation_id = app.add_delegation(account_id, planning_id, name="ENT", protocol="saml2",
+    _, _, delegation_id = app.publication.add_delegation(account_id, planning_id, name="ENT", protocol="saml2",
                                                  urls={"metadata_url": "https://idp.ent.fr/metadata"})
-    app.set_delegation_active(account_id, planning_id, delegation_id, True)
-    app.set_space_delegations(account_id, planning_id, {"teachers": {"delegation_id": delegation_id,
+    app.publication.set_delegation_active(account_id, planning_id, delegation_id, True)
+    app.publication.set_space_delegations(account_id, planning_id, {"teachers": {"delegation_id": delegation_id,
                                                                          "allow_direct": False}})
-    app.set_publication_state(account_id, planning_id, "published")
-    planning, after = app.publication(account_id, planning_id)
+    app.publication.set_publication_state(account_id, planning_id, "published")
+    planning, after = app.publication.publication(account_id, planning_id)
 
     again = CampusApplication(settings, clock=clock)
     try:
-        replayed, view = again.publication(account_id, planning_id)
+        replayed, view = again.publication.publication(account_id, planning_id)
         assert view == after and replayed.version == planning.version
         assert view["public_url"] == "https://espaces.lycee.fr/"
         assert view["common_page"]["height"] == {"mode": "fixed", "value": 80, "unit": "px"}

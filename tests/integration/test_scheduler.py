@@ -22,7 +22,7 @@ from school_helpers import campus_school, service_school
 
 from campus.aggregates.backup import Backup
 from campus.application import CampusApplication
-from campus.backups import Gone, base_file_at, boundaries, scheduled_backup_id
+from campus.services.backups import Gone, base_file_at, boundaries, scheduled_backup_id
 from campus.clock import ManualClock
 from campus.settings import Settings
 
@@ -48,7 +48,7 @@ def two_apps(settings: Settings, clock: ManualClock) -> Any:
 
 
 def _every_backup(app: CampusApplication, account_id: UUID, planning_id: UUID) -> list[Backup]:
-    return [app.repository.get(b.id) for b in app._backups_of(account_id, planning_id)]
+    return [app.repository.get(b.id) for b in app.backups._backups_of(account_id, planning_id)]
 
 
 def _event_names(app: CampusApplication, aggregate_id: UUID) -> list[str]:
@@ -59,7 +59,7 @@ def _a_backlog(app: CampusApplication, clock: ManualClock) -> tuple[UUID, UUID]:
     """A base in service whose scheduler ran a day, then nothing for 30 days."""
     account_id, planning_id = service_school(app)
     clock.advance(timedelta(days=1))
-    first = app.run_due_backups()
+    first = app.backups.run_due_backups()
     assert first and all(b.scheduled for b in first)
     clock.advance(BACKLOG)
     return account_id, planning_id
@@ -81,7 +81,7 @@ def _check_each_slot_once_and_retention(app: CampusApplication, account_id: UUID
     folder = app.settings.snapshots_dir / str(account_id)
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{b.id}.campus" for b in live)
     for backup in live:
-        app.verified_backup_path(backup)
+        app.backups.verified_backup_path(backup)
 
 
 def test_two_servers_running_the_due_backups_at_once_take_each_slot_once(two_apps: list[CampusApplication],
@@ -94,7 +94,7 @@ def test_two_servers_running_the_due_backups_at_once_take_each_slot_once(two_app
     def run(app: CampusApplication) -> None:
         try:
             go.wait(10)
-            app.run_due_backups()
+            app.backups.run_due_backups()
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
@@ -105,10 +105,10 @@ def test_two_servers_running_the_due_backups_at_once_take_each_slot_once(two_app
         thread.join(120)
     assert failures == []
     # What neither finished (a slot skipped while the other was writing it) the next round takes.
-    first.run_due_backups()
-    second.run_due_backups()
+    first.backups.run_due_backups()
+    second.backups.run_due_backups()
     _check_each_slot_once_and_retention(first, account_id, planning_id)
-    assert second.run_due_backups() == [] and first.run_due_backups() == []
+    assert second.backups.run_due_backups() == [] and first.backups.run_due_backups() == []
 
 
 def test_a_scheduled_backup_has_the_identity_of_its_slot(two_apps: list[CampusApplication],
@@ -117,13 +117,13 @@ def test_a_scheduled_backup_has_the_identity_of_its_slot(two_apps: list[CampusAp
     first, second = two_apps
     account_id, planning_id = service_school(first)
     clock.advance(timedelta(hours=3))
-    taken = first.run_due_backups()
+    taken = first.backups.run_due_backups()
     assert [b.kind for b in taken] == ["save"]
     slot = taken[0]
     # The second server had not seen it (its view of the planning's backups is empty): it still
     # cannot take the slot again.
-    second._backups_of = lambda *_: []  # type: ignore[method-assign]
-    assert second.run_due_backups() == []
+    second.backups._backups_of = lambda *_: []  # type: ignore[method-assign]
+    assert second.backups.run_due_backups() == []
     again = [b for b in _every_backup(first, account_id, planning_id) if b.taken_at == slot.taken_at]
     assert [b.id for b in again] == [slot.id]
 
@@ -135,22 +135,22 @@ def test_scheduled_backups_stored_with_random_ids_still_count(settings: Settings
     app = CampusApplication(settings, clock=clock)
     try:
         account_id, planning_id = service_school(app)
-        base_id = app.get_planning(account_id, planning_id).base_id
+        base_id = app.plannings.get_planning(account_id, planning_id).base_id
         clock.advance(timedelta(hours=7))
         old = []
         for at in boundaries("save", START, clock.now()):  # what the scheduler of before recorded
             past = app.timeline.base_at(base_id, at)
-            old.append(app._record_backup(account_id, planning_id, base_file_at(app.timeline, past, at),
+            old.append(app.backups.record_backup(account_id, planning_id, base_file_at(app.timeline, past, at),
                                           kind="save", name=f"old save {at}", taken_at=at, position=past.position,
                                           scheduled=True))
         assert len(old) == 3 and all(b.id != scheduled_backup_id(planning_id, "save", b.taken_at) for b in old)
-        assert app.run_due_backups() == []  # those slots are taken
+        assert app.backups.run_due_backups() == []  # those slots are taken
         clock.advance(timedelta(hours=22))  # 11 new slots: 14 saves, the 2 oldest go
-        taken = app.run_due_backups()
+        taken = app.backups.run_due_backups()
         assert [b.taken_at for b in taken if b.kind == "save"] == boundaries("save", old[-1].taken_at, clock.now())
         every = _every_backup(app, account_id, planning_id)
         assert Counter((b.kind, b.taken_at) for b in every).most_common(1)[0][1] == 1
-        listed = app.list_backups(account_id, planning_id)
+        listed = app.backups.list_backups(account_id, planning_id)
         assert len([b for b in listed if b.kind == "save"]) == 12
         assert [b.id for b in every if b.discarded] == [b.id for b in old[:2]]  # the oldest go first
         assert old[2].id in {b.id for b in listed}
@@ -167,22 +167,22 @@ def test_retention_reads_its_backups_again_when_its_command_is_retried(two_apps:
     saves = []
     for _ in range(14):
         clock.advance(timedelta(minutes=5))
-        saves.append(first.take_backup(account_id, planning_id))
+        saves.append(first.backups.take_backup(account_id, planning_id))
     raced = []
-    run = second._run
+    run = second.backups._run
 
     def racing(tenant: Any, body: Any) -> Any:
         if not raced:
-            raced.append(first._apply_retention(account_id, planning_id))
+            raced.append(first.backups._apply_retention(account_id, planning_id))
         return run(tenant, body)
 
-    second._run = racing  # type: ignore[method-assign]
-    second._apply_retention(account_id, planning_id)
+    second.backups._run = racing  # type: ignore[method-assign]
+    second.backups._apply_retention(account_id, planning_id)
     assert [b.id for b in raced[0]] == [s.id for s in saves[:2]]
     for save in saves:
         expected = 1 if save in saves[:2] else 0
         assert _event_names(first, save.id).count("Discarded") == expected, save.name
-    assert len(first.list_backups(account_id, planning_id)) == 12
+    assert len(first.backups.list_backups(account_id, planning_id)) == 12
 
 
 def test_the_schedule_runs_in_the_lease_holder_only_and_moves_on_when_it_stops(
@@ -191,17 +191,17 @@ def test_the_schedule_runs_in_the_lease_holder_only_and_moves_on_when_it_stops(
     account_id, planning_id = _a_backlog(first, clock)
     rounds: dict[int, int] = {0: 0, 1: 0}
     for n, app in enumerate(two_apps):
-        work = app.run_due_backups
+        work = app.backups.run_due_backups
 
         def counted(n: int = n, work: Any = work) -> list:
             rounds[n] += 1
             return work()
 
-        app.run_due_backups = counted  # type: ignore[method-assign]
+        app.backups.run_due_backups = counted  # type: ignore[method-assign]
     stops = [threading.Event(), threading.Event()]
-    threads = [app.start_scheduler(stop, every=0.05, retry=0.05) for app, stop in zip(two_apps, stops, strict=True)]
+    threads = [app.backups.start_scheduler(stop, every=0.05, retry=0.05) for app, stop in zip(two_apps, stops, strict=True)]
     try:
-        _wait_for(lambda: len(first.list_backups(account_id, planning_id)) == 42)
+        _wait_for(lambda: len(first.backups.list_backups(account_id, planning_id)) == 42)
         leader = 0 if rounds[0] else 1
         _wait_for(lambda: rounds[leader] >= 3)  # rounds go on, in the holder only
         assert rounds[1 - leader] == 0, rounds
@@ -214,8 +214,8 @@ def test_the_schedule_runs_in_the_lease_holder_only_and_moves_on_when_it_stops(
         clock.advance(timedelta(hours=2))
         _wait_for(lambda: rounds[1 - leader] >= 1)
         newest = boundaries("save", clock.now() - timedelta(hours=2), clock.now())[-1]
-        _wait_for(lambda: any(b.taken_at == newest for b in first.list_backups(account_id, planning_id))
-                  and len(first.list_backups(account_id, planning_id)) == 42)  # retention follows at once
+        _wait_for(lambda: any(b.taken_at == newest for b in first.backups.list_backups(account_id, planning_id))
+                  and len(first.backups.list_backups(account_id, planning_id)) == 42)  # retention follows at once
     finally:
         for stop in stops:
             stop.set()
@@ -228,18 +228,18 @@ def test_the_backup_and_year_schedulers_are_one_thread_under_the_lease(two_apps:
     first, second = two_apps
     stop = threading.Event()
     try:
-        backups = first.start_backup_scheduler(stop)
-        year = first.start_year_scheduler(stop)
+        backups = first.backups.start_backup_scheduler(stop)
+        year = first.school_year.start_year_scheduler(stop)
         assert backups is year and backups.is_alive()
-        other = second.start_backup_scheduler(stop)
-        _wait_for(lambda: first._scheduler_lease().held)
-        assert not second._scheduler_lease().held
+        other = second.backups.start_backup_scheduler(stop)
+        _wait_for(lambda: first.backups._scheduler_lease().held)
+        assert not second.backups._scheduler_lease().held
     finally:
         stop.set()
     for thread in (backups, other):
         thread.join(10)
         assert not thread.is_alive()
-    assert not first._scheduler_lease().held
+    assert not first.backups._scheduler_lease().held
 
 
 def _wait_for(condition: Any, timeout: float = 30.0) -> None:
@@ -258,22 +258,22 @@ def test_a_file_missing_on_one_server_is_reported_there_not_recorded_as_damaged(
     elsewhere = CampusApplication(dataclasses.replace(settings, snapshots_dir=tmp_path / "elsewhere"), clock=clock)
     try:
         account_id, planning_id = service_school(here)
-        save = here.take_backup(account_id, planning_id)
-        assert elsewhere.backup_status(save) == ("missing", "backup_file_missing")
+        save = here.backups.take_backup(account_id, planning_id)
+        assert elsewhere.backups.backup_status(save) == ("missing", "backup_file_missing")
         with pytest.raises(Gone) as missing:
-            elsewhere.trusted_backup_path(elsewhere.get_backup(account_id, planning_id, save.id))
+            elsewhere.backups.trusted_backup_path(elsewhere.backups.get_backup(account_id, planning_id, save.id))
         assert missing.value.code == "backup_file_missing"
         assert "this server's snapshot storage" in missing.value.detail
         # Nothing was recorded for everyone: the backup is fine where its file is.
         assert _event_names(here, save.id) == ["Taken"]
-        assert here.backup_status(here.get_backup(account_id, planning_id, save.id)) == ("ok", None)
-        assert here.trusted_backup_path(here.get_backup(account_id, planning_id, save.id)).is_file()
+        assert here.backups.backup_status(here.backups.get_backup(account_id, planning_id, save.id)) == ("ok", None)
+        assert here.backups.trusted_backup_path(here.backups.get_backup(account_id, planning_id, save.id)).is_file()
 
         # A file present but altered is still recorded as damaged.
-        path = here.backup_path(save)
+        path = here.backups.backup_path(save)
         path.write_bytes(path.read_bytes()[:-5])
         with pytest.raises(Exception) as corrupted:
-            here.trusted_backup_path(here.get_backup(account_id, planning_id, save.id))
+            here.backups.trusted_backup_path(here.backups.get_backup(account_id, planning_id, save.id))
         assert getattr(corrupted.value, "code", None) == "backup_corrupted"
         assert _event_names(here, save.id) == ["Taken", "FoundDamaged"]
     finally:

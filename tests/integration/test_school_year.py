@@ -48,8 +48,8 @@ def live_until(app: CampusApplication, clock: ManualClock, until: datetime,
     ran: list[tuple[str, datetime]] = []
     while clock.now() < until:
         clock.advance(step)
-        ran += [(op["kind"], clock.now()) for op in app.run_due_year_operations()]
-        assert app.run_due_year_operations() == []  # called again at once: nothing happens twice
+        ran += [(op["kind"], clock.now()) for op in app.school_year.run_due_year_operations()]
+        assert app.school_year.run_due_year_operations() == []  # called again at once: nothing happens twice
     return ran
 
 
@@ -96,8 +96,8 @@ def test_a_summer_each_operation_once_announced_before_and_in_the_history(settin
         clock.set(JULY_ARCHIVE + timedelta(hours=3))
         add_record(client, cs.headers_for("modif"), cs.records_url("classes"), name="2nde C")
         clock.advance(timedelta(hours=1))
-        assert [op["kind"] for op in app.run_due_year_operations()] == ["year_archive"]
-        assert app.run_due_year_operations() == []
+        assert [op["kind"] for op in app.school_year.run_due_year_operations()] == ["year_archive"]
+        assert app.school_year.run_due_year_operations() == []
 
         ran = live_until(app, clock, datetime(2027, 9, 20, tzinfo=UTC))
         assert [kind for kind, _ in ran] == ["next_base", "version_change"]
@@ -163,31 +163,31 @@ def test_a_scheduler_down_all_summer_catches_up_once_with_the_state_at_each_inst
     app = CampusApplication(settings, clock=june)
     try:
         account_id, planning_id = service_school(app)
-        old_base = app.get_planning(account_id, planning_id).base_id
-        app.add_record(account_id, planning_id, "classes", {"name": "2nde A"})
+        old_base = app.plannings.get_planning(account_id, planning_id).base_id
+        app.bases.add_record(account_id, planning_id, "classes", {"name": "2nde A"})
         june.set(datetime(2027, 7, 20, 10, 0, tzinfo=UTC))  # nineteen days after the July archive's instant
-        app.add_record(account_id, planning_id, "classes", {"name": "2nde B"})
-        assert [(op["kind"], op["at"]) for op in app.run_due_year_operations()] == [("year_archive", JULY_ARCHIVE)]
+        app.bases.add_record(account_id, planning_id, "classes", {"name": "2nde B"})
+        assert [(op["kind"], op["at"]) for op in app.school_year.run_due_year_operations()] == [("year_archive", JULY_ARCHIVE)]
         june.set(datetime(2027, 9, 2, 10, 0, tzinfo=UTC))
-        done = app.run_due_year_operations()
+        done = app.school_year.run_due_year_operations()
         assert [(op["kind"], op["at"]) for op in done] == [("next_base", AUGUST_BASE),
                                                            ("version_change", VERSION_CHANGE)]
-        assert app.run_due_year_operations() == []
+        assert app.school_year.run_due_year_operations() == []
 
-        [change] = app.year_changes(account_id, planning_id)
+        [change] = app.school_year.year_changes(account_id, planning_id)
         assert change.year == "2027-2028"
-        archive = app.get_backup(account_id, planning_id, change.archives[0]["backup_id"])
+        archive = app.backups.get_backup(account_id, planning_id, change.archives[0]["backup_id"])
         assert (archive.kind, archive.taken_at, archive.counts["classes"]) == ("archive", JULY_ARCHIVE, 1)
         assert "archive of the school year 2026-2027" in archive.name
-        planning = app.get_planning(account_id, planning_id)
+        planning = app.plannings.get_planning(account_id, planning_id)
         assert planning.base_ids == (old_base, change.next_base_id) and planning.base_id == change.next_base_id
         assert change.version_change["version"] == "2027.0.3"
-        assert app.get_base(account_id, old_base).counts()["classes"] == 2  # never lost
+        assert app.bases.get_base(account_id, old_base).counts()["classes"] == 2  # never lost
 
         # The store is the truth: another process (a restart) finds everything done.
         again = CampusApplication(settings, clock=june)
         try:
-            assert again.run_due_year_operations() == []
+            assert again.school_year.run_due_year_operations() == []
         finally:
             again.close()
     finally:
@@ -197,16 +197,16 @@ def test_a_scheduler_down_all_summer_catches_up_once_with_the_state_at_each_inst
 def test_an_operation_more_than_a_month_late_is_missed_not_run_out_of_season(
         app: CampusApplication, june: ManualClock) -> None:
     account_id, planning_id = service_school(app)
-    base_id = app.get_planning(account_id, planning_id).base_id
+    base_id = app.plannings.get_planning(account_id, planning_id).base_id
     june.set(datetime(2027, 10, 15, 8, 0, tzinfo=UTC))  # the scheduler was down since June
     with capture_logs() as logs:
-        assert app.run_due_year_operations() == []
+        assert app.school_year.run_due_year_operations() == []
     assert sorted(e["kind"] for e in logs if e["event"] == "school_year_operation_missed") == [
         "next_base", "version_change", "year_archive"]
-    planning = app.get_planning(account_id, planning_id)
+    planning = app.plannings.get_planning(account_id, planning_id)
     assert (planning.base_ids, planning.in_service) == ((base_id,), True)
-    assert app.year_changes(account_id, planning_id) == []
-    ops = {op["kind"]: op for op in app.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
+    assert app.school_year.year_changes(account_id, planning_id) == []
+    ops = {op["kind"]: op for op in app.school_year.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
     assert ops["year_archive"]["at"] == datetime(2028, 6, 30, 22, 0, tzinfo=UTC)
     assert ops["version_change"]["school_year"] == "2028-2029"
 
@@ -215,8 +215,8 @@ def test_a_school_opened_after_the_summer_waits_for_the_next_one(app: CampusAppl
     clock.set(datetime(2027, 9, 1, 8, 0, tzinfo=UTC))
     account_id, planning_id = service_school(app)  # its base is for 2026-2027
     clock.advance(timedelta(days=1))
-    assert app.run_due_year_operations() == []
-    ops = {op["kind"]: op for op in app.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
+    assert app.school_year.run_due_year_operations() == []
+    ops = {op["kind"]: op for op in app.school_year.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
     assert ops["year_archive"]["at"] == datetime(2028, 6, 30, 22, 0, tzinfo=UTC)
     assert ops["next_base"]["school_year"] == "2028-2029"
 
@@ -225,21 +225,21 @@ def test_a_school_opened_after_the_summer_waits_for_the_next_one(app: CampusAppl
 def _events(app: CampusApplication, account_id: UUID, planning_id: UUID) -> list[tuple[str, dict]]:
     from campus.projections.history import HistoryQuery
 
-    rows, _ = app.read_history(HistoryQuery(tenant=str(account_id), types=tuple(YEAR_EVENTS.split(",")), limit=100))
+    rows, _ = app.history.query(HistoryQuery(tenant=str(account_id), types=tuple(YEAR_EVENTS.split(",")), limit=100))
     return [(r["type"].split(".")[1], r["data"]) for r in rows]
 
 
 def test_defer_with_a_new_empty_base(app: CampusApplication, june: ManualClock) -> None:
     account_id, planning_id = service_school(app)
-    old_base = app.get_planning(account_id, planning_id).base_id
-    app.change_account(account_id, version_change={"choice": "defer", "date": date(2027, 9, 15), "base": "new_empty"})
-    ops = {op["kind"]: op for op in app.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
+    old_base = app.plannings.get_planning(account_id, planning_id).base_id
+    app.account_page.change_account(account_id, version_change={"choice": "defer", "date": date(2027, 9, 15), "base": "new_empty"})
+    ops = {op["kind"]: op for op in app.school_year.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
     assert ops["version_change"]["at"] == datetime(2027, 9, 14, 22, 0, tzinfo=UTC)
     assert ops["version_change"]["effect"] == "replace_base" and ops["next_base"]["effect"] == "create_base"
 
     ran = live_until(app, june, datetime(2027, 9, 10, tzinfo=UTC), step=timedelta(days=1))
     assert [kind for kind, _ in ran] == ["year_archive", "next_base"]  # 31 August passed: deferred
-    planning = app.get_planning(account_id, planning_id)
+    planning = app.plannings.get_planning(account_id, planning_id)
     assert planning.base_id == old_base and len(planning.base_ids) == 2 and planning.in_service
 
     ran = live_until(app, june, datetime(2027, 9, 20, tzinfo=UTC), step=timedelta(days=1))
@@ -248,15 +248,15 @@ def test_defer_with_a_new_empty_base(app: CampusApplication, june: ManualClock) 
     prepared = next(data for kind, data in events if kind == "NextBasePrepared")
     changed = next(data for kind, data in events if kind == "VersionChanged")
     assert (changed["choice"], changed["replaced"], changed["base_id"]) == ("defer", True, prepared["base_id"])
-    planning = app.get_planning(account_id, planning_id)
+    planning = app.plannings.get_planning(account_id, planning_id)
     assert str(planning.base_id) == prepared["base_id"] and not planning.in_service
 
 
 def test_defer_keeping_the_base_in_service_skips_the_august_base(app: CampusApplication, june: ManualClock) -> None:
     account_id, planning_id = service_school(app)
-    old_base = app.get_planning(account_id, planning_id).base_id
-    app.change_account(account_id, version_change={"choice": "defer", "date": date(2027, 9, 15), "base": "current"})
-    ops = {op["kind"]: op for op in app.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
+    old_base = app.plannings.get_planning(account_id, planning_id).base_id
+    app.account_page.change_account(account_id, version_change={"choice": "defer", "date": date(2027, 9, 15), "base": "current"})
+    ops = {op["kind"]: op for op in app.school_year.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
     assert ops["next_base"]["effect"] == "nothing" and ops["version_change"]["effect"] == "keep_base"
 
     ran = live_until(app, june, datetime(2027, 9, 20, tzinfo=UTC), step=timedelta(days=1))
@@ -265,16 +265,16 @@ def test_defer_keeping_the_base_in_service_skips_the_august_base(app: CampusAppl
     assert [kind for kind, _ in events] == ["YearArchived", "NextBaseSkipped", "VersionChanged"]
     assert "keep the base in service" in events[1][1]["reason"]
     assert (events[2][1]["replaced"], events[2][1]["base_id"]) == (False, str(old_base))
-    planning = app.get_planning(account_id, planning_id)
+    planning = app.plannings.get_planning(account_id, planning_id)
     assert planning.base_ids == (old_base,) and planning.base_id == old_base and planning.in_service
 
 
 def test_the_pre_release_replaces_the_base_from_its_date_then_the_release_keeps_it(
         app: CampusApplication, june: ManualClock) -> None:
     account_id, planning_id = service_school(app)
-    old_base = app.get_planning(account_id, planning_id).base_id
-    app.change_account(account_id, version_change={"choice": "pre_release", "date": date(2027, 7, 10)})
-    ops = {op["kind"]: op for op in app.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
+    old_base = app.plannings.get_planning(account_id, planning_id).base_id
+    app.account_page.change_account(account_id, version_change={"choice": "pre_release", "date": date(2027, 7, 10)})
+    ops = {op["kind"]: op for op in app.school_year.upcoming_operations(account_id) if op["planning_id"] == str(planning_id)}
     assert ops["pre_release"]["at"] == datetime(2027, 7, 9, 22, 0, tzinfo=UTC)
 
     ran = live_until(app, june, datetime(2027, 9, 5, tzinfo=UTC), step=timedelta(hours=12))
@@ -286,26 +286,26 @@ def test_the_pre_release_replaces_the_base_from_its_date_then_the_release_keeps_
     assert (pre["version"], pre["replaced"], pre["server_stopped"], pre["previous_base_id"]) == (
         "2027", True, True, str(old_base))
     assert (release["replaced"], release["base_id"]) == (False, pre["base_id"])
-    planning = app.get_planning(account_id, planning_id)
+    planning = app.plannings.get_planning(account_id, planning_id)
     assert str(planning.base_id) == pre["base_id"] and planning.base_ids[0] == old_base
 
 
 # -- time zones ------------------------------------------------------------------------------------------
 def test_each_planning_follows_its_own_time_zone(app: CampusApplication, june: ManualClock) -> None:
     account_id, auckland = service_school(app)
-    app.update_planning(account_id, auckland, {"time_zone": "Pacific/Auckland"})
-    paris = app.list_plannings(account_id)[1].id
-    app.create_base(account_id, paris, name="Base Paris", first_monday=date(2026, 8, 31),
+    app.plannings.update_planning(account_id, auckland, {"time_zone": "Pacific/Auckland"})
+    paris = app.plannings.list_plannings(account_id)[1].id
+    app.bases.create_base(account_id, paris, name="Base Paris", first_monday=date(2026, 8, 31),
                     last_sunday=date(2027, 7, 4), working_days=["mon"], sequences_per_day=8,
                     sequence_minutes=60, split=1)
-    archives = {op["planning_id"]: op["at"] for op in app.upcoming_operations(account_id)
+    archives = {op["planning_id"]: op["at"] for op in app.school_year.upcoming_operations(account_id)
                 if op["kind"] == "year_archive"}
     assert archives == {str(auckland): datetime(2027, 6, 30, 12, 0, tzinfo=UTC), str(paris): JULY_ARCHIVE}
 
     june.set(datetime(2027, 6, 30, 13, 0, tzinfo=UTC))
-    assert [(op["planning_id"], op["kind"]) for op in app.run_due_year_operations()] == [(auckland, "year_archive")]
+    assert [(op["planning_id"], op["kind"]) for op in app.school_year.run_due_year_operations()] == [(auckland, "year_archive")]
     june.set(JULY_ARCHIVE + timedelta(minutes=1))
-    assert [(op["planning_id"], op["kind"]) for op in app.run_due_year_operations()] == [(paris, "year_archive")]
+    assert [(op["planning_id"], op["kind"]) for op in app.school_year.run_due_year_operations()] == [(paris, "year_archive")]
 
 
 # -- preparing the next year on request ---------------------------------------------------------------
@@ -359,10 +359,10 @@ def test_prepare_the_next_year_on_request(client: Any, clock: ManualClock) -> No
     assert set_server(client, cs.console, cs.planning01, "stopped").status_code == 200
     assert set_server(client, cs.console, cs.planning01, "in_service").status_code == 200
     clock.set(JULY_ARCHIVE + timedelta(hours=1))
-    assert [op["kind"] for op in app.run_due_year_operations()] == ["year_archive"]
+    assert [op["kind"] for op in app.school_year.run_due_year_operations()] == ["year_archive"]
     clock.set(VERSION_CHANGE + timedelta(hours=1))
-    assert [op["kind"] for op in app.run_due_year_operations()] == ["version_change"]  # the August base exists
-    [change] = app.year_changes(app.account_by_number(cs.school.hosting_number).id, UUID(cs.planning01))
+    assert [op["kind"] for op in app.school_year.run_due_year_operations()] == ["version_change"]  # the August base exists
+    [change] = app.school_year.year_changes(app.accounts.account_by_number(cs.school.hosting_number).id, UUID(cs.planning01))
     assert change.next_base_id == UUID(new["id"]) and change.version_change["base_id"] == UUID(new["id"])
     assert [a["scheduled"] for a in change.archives] == [False, True]
 
@@ -379,16 +379,16 @@ def test_the_year_archive_outlives_the_30_day_retention_of_daily_archives(sqlite
 
 def _year_archive_outlives_retention(app: CampusApplication, june: ManualClock) -> None:
     account_id, planning_id = service_school(app)
-    app.add_record(account_id, planning_id, "classes", {"name": "2nde A"})
+    app.bases.add_record(account_id, planning_id, "classes", {"name": "2nde A"})
     june.set(JULY_ARCHIVE + timedelta(hours=1))
-    assert [op["kind"] for op in app.run_due_year_operations()] == ["year_archive"]
-    [change] = app.year_changes(account_id, planning_id)
+    assert [op["kind"] for op in app.school_year.run_due_year_operations()] == ["year_archive"]
+    [change] = app.school_year.year_changes(account_id, planning_id)
     year_archive = change.archives[0]["backup_id"]
     for _ in range(40):  # forty days of daily archives: retention keeps 30 of them, and the year's archive
         june.advance(timedelta(days=1))
-        app.run_due_backups()
-    backups = [b for b in app.list_backups(account_id, planning_id) if not b.discarded]
+        app.backups.run_due_backups()
+    backups = [b for b in app.backups.list_backups(account_id, planning_id) if not b.discarded]
     assert [b.id for b in backups if b.kept] == [year_archive]
     assert len([b for b in backups if b.kind == "archive" and not b.kept]) == 30
-    with open(app.verified_backup_path(app.get_backup(account_id, planning_id, year_archive)), "rb") as stream:
+    with open(app.backups.verified_backup_path(app.backups.get_backup(account_id, planning_id, year_archive)), "rb") as stream:
         assert read_base_file(stream).counts()["classes"] == 1

@@ -90,7 +90,7 @@ def test_an_unknown_hosting_number_is_checked_against_a_dummy_hash_of_the_same_c
     with client_from(sqlite_only_settings, clock) as client:
         school = open_account(client)
         [missing] = unknown_numbers(client, 1)
-        stored = argon2.extract_parameters(client.app.state.campus.account_by_number(  # type: ignore[attr-defined]
+        stored = argon2.extract_parameters(client.app.state.campus.accounts.account_by_number(  # type: ignore[attr-defined]
             school.hosting_number).console_password_hash)
         answers = {}
         for number in (school.hosting_number, missing):
@@ -257,7 +257,7 @@ def test_the_failure_table_keeps_only_the_window(settings, clock, cheap):
         for number in numbers:
             client.post("/v1/console/sessions", headers=via(ATTACKER), json={"hosting_number": number,
                                                                              "password": WRONG})
-        table = app.login_failures
+        table = app.login_guard.login_failures
 
         def rows() -> int:
             with table.datastore.transaction(commit=False) as curs:
@@ -288,7 +288,7 @@ def test_failures_recorded_as_events_before_still_replay_and_no_longer_count(set
                 watch.fail_authentication(kind="password", login="modif", failed_at=app.now())
             app.save(watch)
 
-        app._run(tenant, old_failures)
+        app.commands.run(tenant, old_failures)
         assert len(history(client, cs.console, type="ClientAddress.AuthenticationFailed")) == 9
 
         def wrong() -> Any:

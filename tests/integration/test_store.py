@@ -27,12 +27,12 @@ def _request_context() -> Iterator[None]:
 
 
 def populate(app: CampusApplication) -> Any:
-    opened = app.open_account("Lycée", "M. Dupont", "dupont@example.org")
+    opened = app.accounts.open_account("Lycée", "M. Dupont", "dupont@example.org")
     account_id = opened.account.id
-    app.bind_controller_domain(account_id, "monecole")
-    planning = app.list_plannings(account_id)[0]
-    app.update_planning(account_id, planning.id, {"domain": "monecole-edt", "time_zone": "Indian/Reunion"})
-    app.create_user(account_id, login="bob", last_name="Bob", first_name="B", status=Status.BASE_ADMINISTRATOR)
+    app.controllers.bind_controller_domain(account_id, "monecole")
+    planning = app.plannings.list_plannings(account_id)[0]
+    app.plannings.update_planning(account_id, planning.id, {"domain": "monecole-edt", "time_zone": "Indian/Reunion"})
+    app.users.create_user(account_id, login="bob", last_name="Bob", first_name="B", status=Status.BASE_ADMINISTRATOR)
     return opened
 
 
@@ -117,8 +117,8 @@ def test_stored_event_state_is_msgpack(settings: Settings, clock: ManualClock, a
 def test_history_view_can_be_dropped_and_rebuilt_identically(app: CampusApplication) -> None:
     opened = populate(app)
     query = HistoryQuery(tenant=str(opened.account.id), limit=1000)
-    before_events, _ = app.read_history(query)
-    before_users = [u.login for u in app.list_users(opened.account.id)]
+    before_events, _ = app.history.query(query)
+    before_users = [u.login for u in app.users.list_users(opened.account.id)]
     before = whole_view(app)
     assert len(before[0]) == len(before_events) >= 10
     assert before[2] == [{"name": "history", "position": before_events[-1]["position"]}]
@@ -132,8 +132,8 @@ def test_history_view_can_be_dropped_and_rebuilt_identically(app: CampusApplicat
     last = view.catch_up()
     assert last == before_events[-1]["position"]
     assert whole_view(app) == before
-    assert app.read_history(query)[0] == before_events
-    assert [u.login for u in app.list_users(opened.account.id)] == before_users == ["bob"]
+    assert app.history.query(query)[0] == before_events
+    assert [u.login for u in app.users.list_users(opened.account.id)] == before_users == ["bob"]
     # Catching up again changes nothing.
     assert view.catch_up() == last
     assert whole_view(app) == before
@@ -142,7 +142,7 @@ def test_history_view_can_be_dropped_and_rebuilt_identically(app: CampusApplicat
 def test_history_view_catches_up_after_a_partial_loss(app: CampusApplication) -> None:
     opened = populate(app)
     query = HistoryQuery(tenant=str(opened.account.id), limit=1000)
-    before_events, _ = app.read_history(query)
+    before_events, _ = app.history.query(query)
     before = whole_view(app)
     keep = before_events[4]["position"]
     view = app.history
@@ -150,7 +150,7 @@ def test_history_view_catches_up_after_a_partial_loss(app: CampusApplication) ->
         curs.execute(view._sql(f"DELETE FROM {view.t_history} WHERE position > ?"), (keep,))
         curs.execute(view._sql(f"DELETE FROM {view.t_catalogue} WHERE position > ?"), (keep,))
         curs.execute(view._sql(f"UPDATE {view.t_tracking} SET position = ?"), (keep,))
-    assert app.read_history(query)[0] == before_events
+    assert app.history.query(query)[0] == before_events
     assert whole_view(app) == before
 
 
@@ -161,29 +161,29 @@ def test_two_applications_on_one_sqlite_file_see_each_others_writes(sqlite_only_
     first = CampusApplication(sqlite_only_settings, clock=clock)
     second = CampusApplication(sqlite_only_settings, clock=clock)
     try:
-        second.read_history(HistoryQuery(tenant="nobody"))  # second's view is up to date before the writes
+        second.history.query(HistoryQuery(tenant="nobody"))  # second's view is up to date before the writes
         opened = populate(first)
         account_id = opened.account.id
         query = HistoryQuery(tenant=str(account_id), limit=1000)
 
-        assert second.read_history(query)[0] == first.read_history(query)[0]
-        assert [u.login for u in second.list_users(account_id)] == ["bob"]
-        assert second.get_controller(account_id).domain == "monecole.pronote-campus.net"
+        assert second.history.query(query)[0] == first.history.query(query)[0]
+        assert [u.login for u in second.users.list_users(account_id)] == ["bob"]
+        assert second.controllers.get_controller(account_id).domain == "monecole.pronote-campus.net"
 
         # And the other way round, including a write that depends on the first one's.
-        second.create_user(account_id, login="carol", last_name="C", first_name="C")
-        assert [u.login for u in first.list_users(account_id)] == ["bob", "carol"]
-        second.update_user(account_id, "bob", {"email": "bob@example.org"})
-        assert first.get_user(account_id, "bob").email == "bob@example.org"
-        types = [e["type"] for e in first.read_history(query)[0]]
+        second.users.create_user(account_id, login="carol", last_name="C", first_name="C")
+        assert [u.login for u in first.users.list_users(account_id)] == ["bob", "carol"]
+        second.users.update_user(account_id, "bob", {"email": "bob@example.org"})
+        assert first.users.get_user(account_id, "bob").email == "bob@example.org"
+        types = [e["type"] for e in first.history.query(query)[0]]
         assert types[-2:] == ["DirectoryUser.Created", "DirectoryUser.EmailChanged"]
-        assert first.read_history(query)[0] == second.read_history(query)[0]
+        assert first.history.query(query)[0] == second.history.query(query)[0]
         # The shared domain claims hold across the two processes' writers.
         from campus.errors import Conflict
 
-        other = second.open_account("Autre", "X", "x@example.org")
+        other = second.accounts.open_account("Autre", "X", "x@example.org")
         with pytest.raises(Conflict):
-            second.bind_controller_domain(other.account.id, "monecole")
+            second.controllers.bind_controller_domain(other.account.id, "monecole")
     finally:
         second.close()
         first.close()
@@ -200,26 +200,26 @@ def test_two_applications_cannot_both_create_the_first_superadministrator(sqlite
     second = CampusApplication(sqlite_only_settings, clock=clock)
     password = "Superadmin-2026!"
     try:
-        opened = first.open_account("Lycée", "M. Dupont", "dupont@example.org")
+        opened = first.accounts.open_account("Lycée", "M. Dupont", "dupont@example.org")
         account_id = opened.account.id
-        checked = first.list_users
+        checked = first.users.list_users
 
         def list_users_then_other_process_writes(tenant: Any) -> Any:
             users = checked(tenant)
-            first.list_users = checked  # only once
-            second.create_first_superadministrator(account_id, first_name="B", last_name="B", login="admin2",
+            first.users.list_users = checked  # only once
+            second.users.create_first_superadministrator(account_id, first_name="B", last_name="B", login="admin2",
                                                    password=password, password_confirmation=password)
             return users
 
-        first.list_users = list_users_then_other_process_writes  # type: ignore[method-assign]
+        first.users.list_users = list_users_then_other_process_writes  # type: ignore[method-assign]
         from campus.errors import Conflict
 
         try:
-            first.create_first_superadministrator(account_id, first_name="A", last_name="A", login="admin1",
+            first.users.create_first_superadministrator(account_id, first_name="A", last_name="A", login="admin1",
                                                   password=password, password_confirmation=password)
         except Conflict:
             pass
-        supers = [u.login for u in second.list_users(account_id) if u.status == Status.SUPERADMINISTRATOR]
+        supers = [u.login for u in second.users.list_users(account_id) if u.status == Status.SUPERADMINISTRATOR]
         assert len(supers) == 1, f"two first superadministrators were created: {supers}"
     finally:
         second.close()
@@ -236,7 +236,7 @@ def test_every_postgresql_statement_is_bounded(settings: Settings) -> None:
 
     from eventsourcing.persistence import PersistenceError
 
-    from campus.command_path import store_unavailable
+    from campus.commands import store_unavailable
 
     app = CampusApplication(replace(settings, statement_timeout_seconds=0.5), clock=ManualClock())
     try:

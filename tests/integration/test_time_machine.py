@@ -52,7 +52,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CampusApplic
 
 def current(app: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[datetime, dict]:
     """The instant of the base's last event, and its records."""
-    _, base = app.current_base(account_id, planning_id)
+    _, base = app.bases.current_base(account_id, planning_id)
     return base.modified_on, copy.deepcopy(base.records)
 
 
@@ -67,13 +67,13 @@ def run(app: CampusApplication, clock: ManualClock, account_id: UUID, planning_i
     for step in steps:
         ids = list(timeline[-1][1]["classes"])
         if step[0] == "add":
-            app.add_record(account_id, planning_id, "classes", {"name": step[1]})
+            app.bases.add_record(account_id, planning_id, "classes", {"name": step[1]})
         elif step[0] == "rename" and ids:
-            app.change_record(account_id, planning_id, "classes", ids[step[1] % len(ids)], {"name": step[2]})
+            app.bases.change_record(account_id, planning_id, "classes", ids[step[1] % len(ids)], {"name": step[2]})
         elif step[0] == "remove" and ids:
-            app.remove_record(account_id, planning_id, "classes", ids[step[1] % len(ids)])
+            app.bases.remove_record(account_id, planning_id, "classes", ids[step[1] % len(ids)])
         elif step[0] == "annex":
-            app.put_annex(account_id, planning_id, f"logo-{step[1]}.png", "image/png", step[1].encode() * 10)
+            app.exchange.put_annex(account_id, planning_id, f"logo-{step[1]}.png", "image/png", step[1].encode() * 10)
         elif step[0] == "wait":
             clock.advance(timedelta(seconds=step[1]))
         at, state = current(app, account_id, planning_id)
@@ -98,14 +98,14 @@ def test_as_of_and_restore_give_the_state_current_at_that_instant(app: Any, step
     instants = [start + (end - start) * p for p in picks]
 
     for instant in instants:
-        past = application.base_as_of(account_id, planning_id, instant)
+        past = application.time_machine.base_as_of(account_id, planning_id, instant)
         expected = state_at(timeline, instant)
         assert application.timeline.records_at(past.base) == expected
         assert past.base.counts() == {kind: len(records) for kind, records in expected.items()}
         # Page by page (2 at a time), the records are the same, in the order they were entered.
         pages, after = [], None
         while True:
-            page, after = application.list_records(account_id, planning_id, "classes", after=after, limit=2,
+            page, after = application.bases.list_records(account_id, planning_id, "classes", after=after, limit=2,
                                                    as_of=instant)
             pages += page
             if after is None:
@@ -117,19 +117,19 @@ def test_as_of_and_restore_give_the_state_current_at_that_instant(app: Any, step
         assert (past.base.name, past.base.grid, past.base.last_entry_at) == (
             replayed.name, replayed.grid, replayed.last_entry_at)
 
-    application.set_server_state(account_id, planning_id, "stopped")
+    application.bases.set_server_state(account_id, planning_id, "stopped")
     instant = instants[0]
     before = current_records(application, account_id, planning_id)
-    _, restored_at = application.restore_base(account_id, planning_id, as_of=instant, confirm=True, reason="test")
+    _, restored_at = application.time_machine.restore_base(account_id, planning_id, as_of=instant, confirm=True, reason="test")
     assert current_records(application, account_id, planning_id) == state_at(timeline, instant)
 
     clock.advance(timedelta(seconds=1))
-    application.restore_base(account_id, planning_id, as_of=restored_at - timedelta(microseconds=1), confirm=True,
+    application.time_machine.restore_base(account_id, planning_id, as_of=restored_at - timedelta(microseconds=1), confirm=True,
                              reason="undo")
     assert current_records(application, account_id, planning_id) == before
     # The timeline followed both restores: read as of now, the base is the current one.
     clock.advance(timedelta(seconds=1))
-    now = application.base_as_of(account_id, planning_id, clock.now())
+    now = application.time_machine.base_as_of(account_id, planning_id, clock.now())
     assert application.timeline.records_at(now.base) == before
     assert now.base.counts() == {kind: len(records) for kind, records in before.items()}
 
@@ -137,24 +137,24 @@ def test_as_of_and_restore_give_the_state_current_at_that_instant(app: Any, step
 def test_restore_rules(app: Any) -> None:
     application, clock = app
     account_id, planning_id = service_school(application)
-    application.add_record(account_id, planning_id, "classes", {"name": "6A"})
+    application.bases.add_record(account_id, planning_id, "classes", {"name": "6A"})
     clock.advance(timedelta(days=40))
-    earliest, latest = application.restore_window(account_id, planning_id)
+    earliest, latest = application.time_machine.restore_window(account_id, planning_id)
     assert latest - earliest == timedelta(days=30)
     with pytest.raises(Conflict) as in_service:
-        application.restore_base(account_id, planning_id, as_of=latest, confirm=True)
+        application.time_machine.restore_base(account_id, planning_id, as_of=latest, confirm=True)
     assert in_service.value.code == "server_in_service"
-    application.set_server_state(account_id, planning_id, "stopped")
+    application.bases.set_server_state(account_id, planning_id, "stopped")
     with pytest.raises(Invalid) as unconfirmed:
-        application.restore_base(account_id, planning_id, as_of=latest, confirm=False)
+        application.time_machine.restore_base(account_id, planning_id, as_of=latest, confirm=False)
     assert unconfirmed.value.errors[0]["field"] == "confirm"
     with pytest.raises(Invalid) as too_old:
-        application.restore_base(account_id, planning_id, as_of=earliest - timedelta(seconds=1), confirm=True)
+        application.time_machine.restore_base(account_id, planning_id, as_of=earliest - timedelta(seconds=1), confirm=True)
     assert too_old.value.errors[0]["field"] == "as_of"
     # The history between stays readable: the record's creation is still there.
     from campus.projections.history import HistoryQuery
 
-    events, _ = application.read_history(HistoryQuery(tenant=str(account_id), types=("Base.RecordAdded",)))
+    events, _ = application.history.query(HistoryQuery(tenant=str(account_id), types=("Base.RecordAdded",)))
     assert [e["data"]["fields"]["name"] for e in events] == ["6A"]
 
 
@@ -163,16 +163,16 @@ def test_a_restore_and_a_load_first_save_the_base_they_replace(app: Any) -> None
 
     application, clock = app
     account_id, planning_id = service_school(application)
-    application.add_record(account_id, planning_id, "classes", {"name": "6A"})
+    application.bases.add_record(account_id, planning_id, "classes", {"name": "6A"})
     clock.advance(timedelta(hours=1))
     before_second = clock.now()
     clock.advance(timedelta(hours=1))
-    application.add_record(account_id, planning_id, "classes", {"name": "6B"})
-    application.set_server_state(account_id, planning_id, "stopped")
-    application.restore_base(account_id, planning_id, as_of=before_second, confirm=True)
+    application.bases.add_record(account_id, planning_id, "classes", {"name": "6B"})
+    application.bases.set_server_state(account_id, planning_id, "stopped")
+    application.time_machine.restore_base(account_id, planning_id, as_of=before_second, confirm=True)
 
-    [save] = [b for b in application.list_backups(account_id, planning_id) if "before restore" in b.name]
-    with open(application.verified_backup_path(save), "rb") as stream:
+    [save] = [b for b in application.backups.list_backups(account_id, planning_id) if "before restore" in b.name]
+    with open(application.backups.verified_backup_path(save), "rb") as stream:
         saved = read_base_file(stream)
     assert saved.counts()["classes"] == 2  # the state the restore replaced, kept as a way back
     assert len(current_records(application, account_id, planning_id)["classes"]) == 1

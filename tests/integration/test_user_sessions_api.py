@@ -351,7 +351,7 @@ def test_a_password_change_revokes_the_users_sessions(cs):
     client = cs.client
     h, other = cs.headers_for("modif"), cs.headers_for("consult")
     app = client.app.state.campus
-    user = app.get_user(_account_id(cs), "modif")
+    user = app.users.get_user(_account_id(cs), "modif")
     user.change_password(password_hash=hash_secret("Nouveau-mot-2026!"))
     app.save(user)
     assert_problem(me(client, h), 401, code="invalid_token")

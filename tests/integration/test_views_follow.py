@@ -170,8 +170,8 @@ def test_an_id_committed_late_is_projected_once_in_order_and_a_hole_does_not_sta
     if following:
         followers.start(app)
     account_id, planning_id = service_school(app)
-    other = app.open_account("Autre", "N", "n@example.org").account.id
-    _, base = app.current_base(account_id, planning_id)
+    other = app.accounts.open_account("Autre", "N", "n@example.org").account.id
+    _, base = app.bases.current_base(account_id, planning_id)
     # Two real events of the base, made aside: a class added late, and one that will never be stored
     aside = copy.deepcopy(base)
     token = use_clock(FrozenClock(clock.now()))
@@ -186,12 +186,12 @@ def test_an_id_committed_late_is_projected_once_in_order_and_a_hole_does_not_sta
     conn, late_id = _begin_insert(app, late_event)
     try:
         # When later commands commit
-        app.create_user(other, login="u1", last_name="U", first_name="Un")
-        app.create_user(other, login="u2", last_name="U", first_name="Deux")
+        app.users.create_user(other, login="u1", last_name="U", first_name="Un")
+        app.users.create_user(other, login="u2", last_name="U", first_name="Deux")
         assert app.recorder.max_notification_id() > late_id
         # Then no view passes the open id: a reader waits, then says the view is behind
         with pytest.raises(StoreUnavailable) as behind:
-            app.read_history(HistoryQuery(tenant=str(other)))
+            app.history.query(HistoryQuery(tenant=str(other)))
         assert behind.value.code == "view_behind" and behind.value.status == 503
         assert max(tracked(app).values()) < late_id
         conn.commit()
@@ -199,10 +199,10 @@ def test_an_id_committed_late_is_projected_once_in_order_and_a_hole_does_not_sta
         conn.close()
 
     # And once it commits, both views hold it, once, in id order
-    events, _ = app.read_history(HistoryQuery(tenant=str(account_id), limit=1000))
+    events, _ = app.history.query(HistoryQuery(tenant=str(account_id), limit=1000))
     assert [e["position"] for e in events if e["data"].get("fields") == {"name": "LATE"}] == [late_id]
     assert [e["position"] for e in events] == sorted(e["position"] for e in events)
-    assert {u.login for u in app.list_users(other)} == {"u1", "u2"}
+    assert {u.login for u in app.users.list_users(other)} == {"u1", "u2"}
     app.timeline.catch_up()
     assert_views_equal_the_log(app)
     assert_timeline_equals_replay(app, base.id, clock)
@@ -214,10 +214,10 @@ def test_an_id_committed_late_is_projected_once_in_order_and_a_hole_does_not_sta
     conn.rollback()
     conn.close()
     # When a later command commits
-    app.create_user(other, login="u3", last_name="U", first_name="Trois")
+    app.users.create_user(other, login="u3", last_name="U", first_name="Trois")
     # Then the views pass the hole within a few seconds and hold everything else
     started = time.monotonic()
-    assert {u.login for u in app.list_users(other)} == {"u1", "u2", "u3"}
+    assert {u.login for u in app.users.list_users(other)} == {"u1", "u2", "u3"}
     app.timeline.catch_up()
     assert time.monotonic() - started < 5
     assert hole_id not in {n.id for n in stored(app)}
@@ -257,9 +257,9 @@ def test_two_applications_on_one_schema_never_both_project_and_hand_over(
     def work(app: CampusApplication, school: tuple, label: str, rounds: int) -> None:
         account_id, planning_id = school
         for i in range(rounds):
-            app.add_record(account_id, planning_id, "classes", {"name": f"{label}{i}"})
+            app.bases.add_record(account_id, planning_id, "classes", {"name": f"{label}{i}"})
             if i % 5 == 4:  # read right after writing: the view holds every write so far
-                events, _ = app.read_history(HistoryQuery(tenant=str(account_id), limit=1000))
+                events, _ = app.history.query(HistoryQuery(tenant=str(account_id), limit=1000))
                 names = {e["data"].get("fields", {}).get("name") for e in events}
                 assert names >= {f"{label}{j}" for j in range(i + 1)}
 
@@ -305,7 +305,7 @@ def test_two_applications_on_one_schema_never_both_project_and_hand_over(
         seen = [p[view] for p in positions]
         assert seen == sorted(seen), view
     for school, app in zip(schools, (first, second)):
-        _, base = app.current_base(*school)
+        _, base = app.bases.current_base(*school)
         assert_timeline_equals_replay(other, base.id, clock)
 
 
@@ -320,22 +320,22 @@ def test_a_reader_waits_for_the_leader_and_sees_its_own_writes_even_inside_a_com
     projected_by_reader = spy_projections(reader)
 
     account_id, planning_id = service_school(reader)
-    reader.bind_controller_domain(account_id, "monecole")
-    reader.activate_controller(account_id)
+    reader.controllers.bind_controller_domain(account_id, "monecole")
+    reader.controllers.activate_controller(account_id)
     for i in range(5):
-        reader.add_record(account_id, planning_id, "classes", {"name": f"C{i}"})
+        reader.bases.add_record(account_id, planning_id, "classes", {"name": f"C{i}"})
         # History right after a write is the school's stored events
-        events, _ = reader.read_history(HistoryQuery(tenant=str(account_id), limit=1000))
+        events, _ = reader.history.query(HistoryQuery(tenant=str(account_id), limit=1000))
         ours = [n.id for n in stored(reader)
                 if (reader.mapper.to_domain_event(n).meta or {}).get("tenant") == str(account_id)]
         assert [e["position"] for e in events] == ours
 
     # A command's own reads see what another server committed a moment before: the last-superadministrator
     # rule counts the superadministrator just created through the leader
-    leader.create_user(account_id, login="second", last_name="S", first_name="S", status=Status.SUPERADMINISTRATOR)
-    reader.update_user(account_id, "admin", {"status": Status.BASE_ADMINISTRATOR})
+    leader.users.create_user(account_id, login="second", last_name="S", first_name="S", status=Status.SUPERADMINISTRATOR)
+    reader.users.update_user(account_id, "admin", {"status": Status.BASE_ADMINISTRATOR})
     with pytest.raises(Conflict) as last:
-        reader.update_user(account_id, "second", {"status": Status.BASE_ADMINISTRATOR})
+        reader.users.update_user(account_id, "second", {"status": Status.BASE_ADMINISTRATOR})
     assert last.value.code == "last_superadministrator"
     # And the reader never projected: the leader did
     assert projected_by_reader == {"history": 0, "timeline": 0}
@@ -348,22 +348,22 @@ def test_a_reader_answers_view_behind_when_the_leader_does_not_keep_up(
     stalled = CampusApplication(settings, clock=clock)
     reader = CampusApplication(settings, clock=clock)
     apps += [stalled, reader]
-    account_id = reader.open_account("Lycée", "M", "m@example.org").account.id
-    assert reader.list_users(account_id) == []  # nobody leads: the reader projects, then lets go
+    account_id = reader.accounts.open_account("Lycée", "M", "m@example.org").account.id
+    assert reader.users.list_users(account_id) == []  # nobody leads: the reader projects, then lets go
     # Given a leader that holds the view and does not project (a hung server)
     hung = stalled.locks.lease("view:history")
     assert hung.try_acquire()
-    reader.create_user(account_id, login="bob", last_name="B", first_name="B")
+    reader.users.create_user(account_id, login="bob", last_name="B", first_name="B")
     # Then a read waits its bound, then answers 503 view_behind with Retry-After, and projects nothing
     started = time.monotonic()
     with pytest.raises(StoreUnavailable) as behind:
-        reader.list_users(account_id)
+        reader.users.list_users(account_id)
     assert 0.5 <= time.monotonic() - started < 5
     assert behind.value.code == "view_behind" and behind.value.headers["Retry-After"]
     assert tracked(reader)["history"] < reader.recorder.max_notification_id()
     # And once the lease is free again, the reader catches up itself
     hung.release()
-    assert [u.login for u in reader.list_users(account_id)] == ["bob"]
+    assert [u.login for u in reader.users.list_users(account_id)] == ["bob"]
 
 
 # -- campus views rebuild ---------------------------------------------------------------------------------
@@ -399,11 +399,11 @@ def test_campus_views_rebuild_gives_the_same_views_with_progress_and_refuses_bes
     app = CampusApplication(settings, clock=clock)
     apps.append(app)
     account_id, planning_id = service_school(app)
-    added = [app.add_record(account_id, planning_id, "classes", {"name": f"C{i}"})[1] for i in range(6)]
-    app.change_record(account_id, planning_id, "classes", added[1], {"name": "C1bis"})
-    app.remove_record(account_id, planning_id, "classes", added[2])
-    app.put_annex(account_id, planning_id, "logo.png", "image/png", b"png" * 50)
-    app.create_user(account_id, login="bob", last_name="B", first_name="B")
+    added = [app.bases.add_record(account_id, planning_id, "classes", {"name": f"C{i}"})[1] for i in range(6)]
+    app.bases.change_record(account_id, planning_id, "classes", added[1], {"name": "C1bis"})
+    app.bases.remove_record(account_id, planning_id, "classes", added[2])
+    app.exchange.put_annex(account_id, planning_id, "logo.png", "image/png", b"png" * 50)
+    app.users.create_user(account_id, login="bob", last_name="B", first_name="B")
     app.history.catch_up()
     app.timeline.catch_up()
     before = view_rows(app)

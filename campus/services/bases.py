@@ -16,14 +16,21 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
 
+from campus.text import required_text
+from campus.services.base import Core, Service, check_if_match
+
+if TYPE_CHECKING:
+    from campus.services.accounts import Accounts
+    from campus.services.plannings import Plannings
+    from campus.services.publication import Publication
+    from campus.services.time_machine import TimeMachine
+    from campus.services.users import Users
 from campus.aggregates.planning import Planning
 from campus.aggregates.school_base import Base
 from campus.errors import Conflict, Invalid, NotFound
 from campus.grid import make_grid
 from campus.records import KINDS, REFERRERS, Kind, kind_of, validate_fields
 
-if TYPE_CHECKING:
-    from campus.application import CampusApplication
 
 BASE_CACHE_SIZE = 64
 MAX_PAGE = 1000
@@ -36,27 +43,27 @@ class BaseCache:
     fails, :meth:`forget` drops it, so a change the store refused never stays here.
     """
 
-    def __init__(self, app: CampusApplication, size: int = BASE_CACHE_SIZE) -> None:
-        self.app = app
+    def __init__(self, core: Core, size: int = BASE_CACHE_SIZE) -> None:
+        self.core = core
         self.size = size
         self._bases: OrderedDict[UUID, Base] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, base_id: UUID) -> Base:
-        self.app.commands.touch(base_id)
+        self.core.commands.touch(base_id)
         with self._lock:
             base = self._bases.pop(base_id, None)
         if base is None:
-            base = self.app.repository.get(base_id)
+            base = self.core.repository.get(base_id)
         else:
-            for event in self.app.events.get(base_id, gt=base.version):
+            for event in self.core.events.get(base_id, gt=base.version):
                 event.mutate(base)
         self._keep(base)
         return base
 
     def put(self, base: Base) -> None:
         """Keep a base built in memory by the current command (dropped if that command fails)."""
-        self.app.commands.touch(base.id)
+        self.core.commands.touch(base.id)
         self._keep(base)
 
     def _keep(self, base: Base) -> None:
@@ -79,12 +86,21 @@ class BaseCache:
                 self._bases.pop(base_id, None)
 
 
-class BaseUseCases:
-    """Mixed into CampusApplication."""
+class Bases(Service):
+    """Bases and their records: create, mount, put in service, add, change and remove records (Campus fiche 6)."""
 
-    base_cache: BaseCache
+    accounts: Accounts
+    plannings: Plannings
+    publication: Publication
+    time_machine: TimeMachine
+    users: Users
 
-    def warm_up(self: CampusApplication, stop: threading.Event | None = None, limit: int = BASE_CACHE_SIZE) -> int:
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
+        self.base_cache = BaseCache(core)
+        core.commands.on_failure_forget(self.base_cache.forget)
+
+    def warm_up(self, stop: threading.Event | None = None, limit: int = BASE_CACHE_SIZE) -> int:
         """Replay the bases in service before anyone asks, so the first read is fast."""
         warmed = 0
         for planning_id in self.history.all_aggregate_ids("Planning"):
@@ -97,8 +113,7 @@ class BaseUseCases:
                 warmed += 1
         return warmed
 
-    # -- reading ------------------------------------------------------------------
-    def get_base(self: CampusApplication, account_id: UUID, base_id: UUID) -> Base:
+    def get_base(self, account_id: UUID, base_id: UUID) -> Base:
         try:
             base = self.base_cache.get(base_id)
         except AggregateNotFoundError:
@@ -107,24 +122,24 @@ class BaseUseCases:
             raise NotFound("base not found")
         return base
 
-    def current_base(self: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[Planning, Base]:
-        planning = self.get_planning(account_id, planning_id)
+    def current_base(self, account_id: UUID, planning_id: UUID) -> tuple[Planning, Base]:
+        planning = self.plannings.get_planning(account_id, planning_id)
         if planning.base_id is None:
             raise NotFound(f"planning {planning.name!r} has no base yet: create or load one")
         with self._reading(account_id):
             return planning, self.get_base(account_id, planning.base_id)
 
-    def list_bases(self: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[Planning, list[Base]]:
-        planning = self.get_planning(account_id, planning_id)
+    def list_bases(self, account_id: UUID, planning_id: UUID) -> tuple[Planning, list[Base]]:
+        planning = self.plannings.get_planning(account_id, planning_id)
         with self._reading(account_id):
             return planning, [self.get_base(account_id, b) for b in planning.base_ids]
 
-    def list_records(self: CampusApplication, account_id: UUID, planning_id: UUID, kind_name: str,
+    def list_records(self, account_id: UUID, planning_id: UUID, kind_name: str,
                      after: UUID | None = None, limit: int = 100,
                      as_of: datetime | None = None) -> tuple[list[tuple[UUID, dict]], UUID | None]:
         kind = kind_of(kind_name)
         if as_of is not None:
-            past = self.base_as_of(account_id, planning_id, as_of)
+            past = self.time_machine.base_as_of(account_id, planning_id, as_of)
             try:
                 return self.timeline.records_page(past.base, kind.name, after, min(limit, MAX_PAGE))
             except LookupError:
@@ -143,7 +158,7 @@ class BaseUseCases:
         more = start + len(page) < len(items)
         return page, (page[-1][0] if more and page else None)
 
-    def get_record(self: CampusApplication, account_id: UUID, planning_id: UUID, kind_name: str,
+    def get_record(self, account_id: UUID, planning_id: UUID, kind_name: str,
                    record_id: UUID) -> tuple[str, dict]:
         """The record's fields (a copy) and its ETag."""
         kind = kind_of(kind_name)
@@ -154,25 +169,22 @@ class BaseUseCases:
                 raise NotFound(f"no {kind.name} {record_id} in this base")
             return record_etag(base, record_id), dict(fields)
 
-    # -- creating -----------------------------------------------------------------
-    def create_base(self: CampusApplication, account_id: UUID, planning_id: UUID, *, name: str,
+    def create_base(self, account_id: UUID, planning_id: UUID, *, name: str,
                     first_monday: date, last_sunday: date, working_days: list[str], sequences_per_day: int,
                     sequence_minutes: int, split: int) -> tuple[Planning, Base]:
-        from campus.application import _required_text
-
-        name = _required_text("name", name, 100)
+        name = required_text("name", name, 100)
         grid = make_grid(first_monday, last_sunday, working_days, sequences_per_day, sequence_minutes, split)
 
         def body() -> tuple[Planning, Base]:
-            planning = self.get_planning(account_id, planning_id)
-            self._require_stopped(planning, "create a base")
+            planning = self.plannings.get_planning(account_id, planning_id)
+            self.require_stopped(planning, "create a base")
             base = Base(account_id=account_id, planning_id=planning.id, name=name, grid=grid, origin="created")
             planning.mount_base(base_id=base.id)
-            if self.get_account(account_id).edition == "campus":
+            if self.accounts.get_account(account_id).edition == "campus":
                 # Campus fiche 6: "La base est automatiquement mise en service."
                 self._require_superadministrator(account_id)
                 planning.start_server()
-                self._publish_with_server(planning)  # hosting fiche 8: publication follows, same instant
+                self.publication.publish_with_server(planning)  # hosting fiche 8: publication follows, same instant
             self.save(base, planning)
             self.base_cache.put(base)
             return planning, base
@@ -180,28 +192,27 @@ class BaseUseCases:
         return self._run(account_id, body)
 
     @staticmethod
-    def _require_stopped(planning: Planning, action: str) -> None:
+    def require_stopped(planning: Planning, action: str) -> None:
         if planning.in_service:
             raise Conflict(
                 f"the server of {planning.name!r} is in service: stop it (PUT …/server "
                 f'{{"state": "stopped"}}) to {action}', code="server_in_service")
 
-    def _require_superadministrator(self: CampusApplication, account_id: UUID) -> None:
-        if not self.has_superadministrator(account_id):
+    def _require_superadministrator(self, account_id: UUID) -> None:
+        if not self.users.has_superadministrator(account_id):
             raise Conflict("putting a base in service needs a superadministrator (POST /v1/console/superadministrator)",
                            code="superadministrator_required")
 
-    # -- the server ---------------------------------------------------------------
-    def set_server_state(self: CampusApplication, account_id: UUID, planning_id: UUID, state: str) -> Planning:
+    def set_server_state(self, account_id: UUID, planning_id: UUID, state: str) -> Planning:
         def body() -> Planning:
-            planning = self.get_planning(account_id, planning_id)
+            planning = self.plannings.get_planning(account_id, planning_id)
             if state == "in_service" and not planning.in_service:
                 if planning.base_id is None:
                     raise Conflict(f"planning {planning.name!r} has no base: create or load one first",
                                    code="base_required")
                 self._require_superadministrator(account_id)
                 planning.start_server()
-                self._publish_with_server(planning)  # hosting fiche 8: publication follows, same instant
+                self.publication.publish_with_server(planning)  # hosting fiche 8: publication follows, same instant
                 self.save(planning)
             elif state == "stopped" and planning.in_service:
                 planning.stop_server()
@@ -210,27 +221,26 @@ class BaseUseCases:
 
         return self._run(account_id, body)
 
-    def mount_base(self: CampusApplication, account_id: UUID, planning_id: UUID, base_id: UUID) -> Planning:
+    def mount_base(self, account_id: UUID, planning_id: UUID, base_id: UUID) -> Planning:
         def body() -> Planning:
-            planning = self.get_planning(account_id, planning_id)
+            planning = self.plannings.get_planning(account_id, planning_id)
             if base_id not in planning.base_ids:
                 raise NotFound(f"base {base_id} is not one of the bases of {planning.name!r}")
             if planning.base_id != base_id:
-                self._require_stopped(planning, "change the base")
+                self.require_stopped(planning, "change the base")
                 planning.mount_base(base_id=base_id)
                 self.save(planning)
             return planning
 
         return self._run(account_id, body)
 
-    # -- records --------------------------------------------------------------------
-    def add_record(self: CampusApplication, account_id: UUID, planning_id: UUID, kind_name: str,
+    def add_record(self, account_id: UUID, planning_id: UUID, kind_name: str,
                    data: Any) -> tuple[Base, UUID, dict]:
         kind = kind_of(kind_name)
         fields = validate_fields(kind, data)
 
         def body() -> tuple[Base, UUID, dict]:
-            _, base = self._writable_base(account_id, planning_id)
+            _, base = self.writable_base(account_id, planning_id)
             _check_references(base, kind, fields)
             record_id = uuid4()
             base.add_record(kind=kind.name, record_id=record_id, fields=fields, at=self.now())
@@ -239,14 +249,14 @@ class BaseUseCases:
 
         return self._run(account_id, body)
 
-    def change_record(self: CampusApplication, account_id: UUID, planning_id: UUID, kind_name: str,
+    def change_record(self, account_id: UUID, planning_id: UUID, kind_name: str,
                       record_id: UUID, changes: Any, if_match: str | None = None) -> tuple[Base, dict]:
         kind = kind_of(kind_name)
         if not isinstance(changes, dict):
             raise Invalid("the body must be a JSON object", errors=[{"field": "body", "message": "must be a JSON object"}])
 
         def body() -> tuple[Base, dict]:
-            _, base = self._writable_base(account_id, planning_id)
+            _, base = self.writable_base(account_id, planning_id)
             current = base.find(kind.name, record_id)
             if current is None:
                 raise NotFound(f"no {kind.name} record with id {record_id}")
@@ -263,12 +273,12 @@ class BaseUseCases:
 
         return self._run(account_id, body)
 
-    def remove_record(self: CampusApplication, account_id: UUID, planning_id: UUID, kind_name: str,
+    def remove_record(self, account_id: UUID, planning_id: UUID, kind_name: str,
                       record_id: UUID, if_match: str | None = None) -> None:
         kind = kind_of(kind_name)
 
         def body() -> None:
-            _, base = self._writable_base(account_id, planning_id)
+            _, base = self.writable_base(account_id, planning_id)
             if base.find(kind.name, record_id) is None:
                 raise NotFound(f"no {kind.name} record with id {record_id}")
             self._check_record_version(base, record_id, if_match)
@@ -282,16 +292,14 @@ class BaseUseCases:
 
         self._run(account_id, body)
 
-    def _writable_base(self: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[Planning, Base]:
-        planning = self.get_planning(account_id, planning_id)
+    def writable_base(self, account_id: UUID, planning_id: UUID) -> tuple[Planning, Base]:
+        planning = self.plannings.get_planning(account_id, planning_id)
         if planning.base_id is None:
             raise NotFound(f"planning {planning.name!r} has no base yet: create or load one")
         return planning, self.get_base(account_id, planning.base_id)
 
     @staticmethod
     def _check_record_version(base: Base, record_id: UUID, if_match: str | None) -> None:
-        from campus.application import check_if_match
-
         check_if_match(record_etag(base, record_id), if_match)
 
 

@@ -52,9 +52,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import structlog
+from eventsourcing.application import Repository
 from eventsourcing.persistence import IntegrityError, PersistenceError, RecordConflictError, StoredEvent
 
-from campus.clock import FrozenClock, InstantTooEarly, reset_clock, use_clock
+from campus.clock import FrozenClock, InstantTooEarly, current_clock, reset_clock, use_clock
 from campus.errors import Conflict, StoreUnavailable
 from campus.store import bind_connection
 
@@ -197,6 +198,21 @@ class CommandPath:
         finally:
             held.discard(tenant)
 
+    def save(self, *aggregates: Any) -> list:
+        """Inside a command: keep the aggregates' events for the command's one append. Outside: a command of
+        its own (the school is the first aggregate's account)."""
+        scope = _scope.get()
+        if scope is not None:
+            self.collect(scope, aggregates)
+            return []
+        tenant = next((getattr(a, "account_id", None) for a in aggregates if a is not None), None)
+        return self.run(tenant, lambda: self.save(*aggregates))
+
+    def now(self) -> datetime:
+        """The running command's instant, or the clock's outside a command."""
+        clock = current_clock()
+        return clock.now() if isinstance(clock, FrozenClock) else self.app.clock.now()
+
     # -- inside a command ---------------------------------------------------------------------------
     def collect(self, scope: Scope, aggregates: tuple[Any, ...]) -> None:
         """What ``save`` does inside a command: keep the events for the append."""
@@ -291,6 +307,17 @@ class CommandPath:
         if ids:
             for forget in self._forgetters:
                 forget(ids)
+
+
+class CommandRepository(Repository):
+    """The library's repository, which inside a command gives back the aggregates the command has
+    already saved (their events wait for the command's one append), not their stored versions."""
+
+    def get(self, aggregate_id: Any, *, version: int | None = None, **kwargs: Any) -> Any:
+        scope = current_scope()
+        if version is None and scope is not None and aggregate_id in scope.saved:
+            return scope.saved[aggregate_id]
+        return super().get(aggregate_id, version=version, **kwargs)
 
 
 def _is_version_conflict(exc: Exception, table: str) -> bool:

@@ -13,7 +13,7 @@ application, its access (``modification`` takes one of the licence's seats,
 ``consultation`` takes none), its mode, user and base, listed per planning from
 the day's :class:`ConnectionBoard`; an administrator disconnects one and its token
 stops at once. Failed passwords and PINs are counted per client address by
-:mod:`campus.login_guard`.
+:mod:`campus.services.login_guard`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,16 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from campus.text import required_text
+from campus.services.base import Service
+
+if TYPE_CHECKING:
+    from campus.services.accounts import Accounts
+    from campus.services.bases import Bases
+    from campus.services.controllers import Controllers
+    from campus.services.login_guard import LoginGuard
+    from campus.services.plannings import Plannings
+    from campus.services.users import Users
 from campus.aggregates.core import natural_id
 from campus.aggregates.domain_name import DomainName, domain_claim_id
 from campus.aggregates.planning import Planning, Profile
@@ -33,11 +43,9 @@ from campus.aggregates.session import ConnectionBoard, UserSession, connection_b
 from campus.aggregates.user import DirectoryUser, SecurityMeasure, user_id_for
 from campus.context import current_context, set_actor
 from campus.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
-from campus.login_guard import FailureKind
+from campus.services.login_guard import FailureKind
 from campus.security import hash_secret, new_token, token_digest
 
-if TYPE_CHECKING:
-    from campus.application import CampusApplication
 
 USER_SESSION_HOURS = 10
 PIN_MIN_DIGITS = 4
@@ -166,24 +174,31 @@ class ConnectionList:
     base_names: dict[UUID, str]
 
 
-class UserSessionUseCases:
-    """Mixed into CampusApplication."""
+class UserSessions(Service):
+    """Directory users' sessions on a planning, connections and modification seats (hosting guide fiches 4, 11)."""
 
-    def open_user_session(self: CampusApplication, *, domain: str, login: str, password: str, planning: str,
+    accounts: Accounts
+    bases: Bases
+    controllers: Controllers
+    login_guard: LoginGuard
+    plannings: Plannings
+    users: Users
+
+    def open_user_session(self, *, domain: str, login: str, password: str, planning: str,
                           mode: Mode, device: str | None = None, pin: str | None = None,
                           station: str | None = None, application: ClientApplication = ClientApplication.CLIENT,
                           access: Access | None = None) -> UserLogin:
         """`access` defaults to the most the profile allows: modification (the login window's
         "Consultation" box unticked, hosting guide fiche 4), consultation for a Consultation profile."""
         account_id = self._account_for_controller_domain(domain)
-        self.refuse_if_suspended(account_id)
+        self.login_guard.refuse_if_suspended(account_id)
         refused = Unauthenticated("the login or the password is wrong", code="invalid_credentials")
         try:
-            user = self.get_user(account_id, login)
+            user = self.users.get_user(account_id, login)
         except NotFound:
             user = None
         # An unknown login is checked against a dummy hash: unknown and wrong look alike, and count alike.
-        self.check_secret(account_id, user.password_hash if user else None, password, FailureKind.PASSWORD, login,
+        self.login_guard.check_secret(account_id, user.password_hash if user else None, password, FailureKind.PASSWORD, login,
                           refused)
         assert user is not None
         set_actor(f"user:{user.login}")
@@ -198,7 +213,7 @@ class UserSessionUseCases:
         if user.security_measure == SecurityMeasure.PIN and not recognised:
             if not pin:
                 raise Unauthenticated("this device is not recognised: send your PIN", code="pin_required")
-            self.check_secret(account_id, user.pin_hash, pin, FailureKind.PIN, user.login,
+            self.login_guard.check_secret(account_id, user.pin_hash, pin, FailureKind.PIN, user.login,
                               Unauthenticated("the PIN is wrong", code="invalid_pin"))
         access = self._access_for(target, profile, access)
         station = station or current_context().client_address
@@ -240,15 +255,14 @@ class UserSessionUseCases:
                             "log in with \"access\": \"consultation\"", code="profile_insufficient")
         return wanted
 
-    # -- connections and licence seats (hosting guide fiche 11) -----------------------
-    def _board(self: CampusApplication, account_id: UUID, day: date) -> ConnectionBoard | None:
+    def _board(self, account_id: UUID, day: date) -> ConnectionBoard | None:
         try:
             board = self.repository.get(connection_board_id_for(account_id, day))
         except AggregateNotFoundError:
             return None
         return board if isinstance(board, ConnectionBoard) and board.account_id == account_id else None
 
-    def _open_connections(self: CampusApplication, account_id: UUID) -> list[Connection]:
+    def _open_connections(self, account_id: UUID) -> list[Connection]:
         """The school's sessions still usable now: not ended, not expired, not revoked by a password
         or status change, on the base their planning still has (today's and yesterday's boards)."""
         now = self.now()
@@ -272,14 +286,14 @@ class UserSessionUseCases:
                 found.append(Connection(session_id, entry, user, planning, board))
         return found
 
-    def _maybe(self: CampusApplication, cls: type, aggregate_id: UUID, account_id: UUID):  # noqa: ANN202
+    def _maybe(self, cls: type, aggregate_id: UUID, account_id: UUID):  # noqa: ANN202
         try:
             return self._get(cls, aggregate_id, account_id, cls.__name__)
         except NotFound:
             return None
 
-    def _seats(self: CampusApplication, account_id: UUID, connections: list[Connection]) -> Seats:
-        account = self.get_account(account_id)
+    def _seats(self, account_id: UUID, connections: list[Connection]) -> Seats:
+        account = self.accounts.get_account(account_id)
         total = int(account.licence.get("modification_seats", 0))
         # One seat per user and station: logging in again from the same station takes no second seat.
         held = {(c.entry["user_id"], c.entry["station"]): c.entry["administrator"]
@@ -288,7 +302,7 @@ class UserSessionUseCases:
         return Seats(total=total, reserved=min(account.administrator_seats, total),
                      used_by_administrators=admins, used_by_others=len(held) - admins)
 
-    def _check_free_seat(self: CampusApplication, account_id: UUID, user: DirectoryUser, station: str | None,
+    def _check_free_seat(self, account_id: UUID, user: DirectoryUser, station: str | None,
                          connections: list[Connection]) -> None:
         """409 when no seat in modification is left for this user; consultation is always possible."""
         if any(c.entry["access"] == Access.MODIFICATION and c.entry["user_id"] == user.id
@@ -305,14 +319,14 @@ class UserSessionUseCases:
         raise Conflict(detail + "; log in with \"access\": \"consultation\", or ask an administrator to "
                        "disconnect a connection in modification", code="no_free_seat")
 
-    def seats(self: CampusApplication, account_id: UUID) -> Seats:
+    def seats(self, account_id: UUID) -> Seats:
         with self._reading(account_id):
             return self._seats(account_id, self._open_connections(account_id))
 
-    def reserve_administrator_seats(self: CampusApplication, account_id: UUID, seats: int) -> Seats:
+    def reserve_administrator_seats(self, account_id: UUID, seats: int) -> Seats:
         """Keep `seats` of the licence's seats in modification for administrators (0 to release)."""
         def body() -> Seats:
-            account = self.get_account(account_id)
+            account = self.accounts.get_account(account_id)
             total = int(account.licence.get("modification_seats", 0))
             if not 0 <= seats <= total:
                 raise Invalid.field("reserved_for_administrators",
@@ -324,21 +338,21 @@ class UserSessionUseCases:
 
         return self._run(account_id, body)
 
-    def list_connections(self: CampusApplication, account_id: UUID, planning_id: UUID) -> ConnectionList:
+    def list_connections(self, account_id: UUID, planning_id: UUID) -> ConnectionList:
         """The planning's open connections, oldest first, with the school's seats."""
-        planning = self.get_planning(account_id, planning_id)
+        planning = self.plannings.get_planning(account_id, planning_id)
         with self._reading(account_id):
             every = self._open_connections(account_id)
             here = sorted((c for c in every if c.entry["planning_id"] == planning.id), key=lambda c: c.entry["since"])
             names: dict[UUID, str] = {}
             for base_id in {c.entry["base_id"] for c in here if c.entry["base_id"] is not None}:
-                names[base_id] = self.get_base(account_id, base_id).name
+                names[base_id] = self.bases.get_base(account_id, base_id).name
             return ConnectionList(planning, here, self._seats(account_id, every), names)
 
-    def disconnect(self: CampusApplication, account_id: UUID, planning_id: UUID, connection_id: UUID) -> None:
+    def disconnect(self, account_id: UUID, planning_id: UUID, connection_id: UUID) -> None:
         """End another session at once (an event): its token gets 401 from its next request."""
         def body() -> None:
-            planning = self.get_planning(account_id, planning_id)
+            planning = self.plannings.get_planning(account_id, planning_id)
             found = [c for c in self._open_connections(account_id)
                      if c.id == connection_id and c.entry["planning_id"] == planning.id]
             if not found:
@@ -351,7 +365,7 @@ class UserSessionUseCases:
 
         self._run(account_id, body)
 
-    def _account_for_controller_domain(self: CampusApplication, domain: str) -> UUID:
+    def _account_for_controller_domain(self, domain: str) -> UUID:
         label = domain.strip().lower()
         if "." not in label:
             label = f"{label}.{self.settings.domain_suffix}"
@@ -361,16 +375,16 @@ class UserSessionUseCases:
             claim = None
         if not isinstance(claim, DomainName) or claim.holder_id is None:
             raise NotFound(f"no controller answers at {domain!r}")
-        controller = self.get_controller(claim.account_id)
+        controller = self.controllers.get_controller(claim.account_id)
         if controller.id != claim.holder_id:
             raise NotFound(f"no controller answers at {domain!r} (it is a planning's domain)")
         if controller.state != "active":
             raise Conflict("the controller is not active yet (Campus fiche 5)", code="controller_stopped")
         return claim.account_id
 
-    def _find_planning(self: CampusApplication, account_id: UUID, wanted: str) -> Planning:
+    def _find_planning(self, account_id: UUID, wanted: str) -> Planning:
         """By id, else by name, else by publication name (names ignore case)."""
-        plannings = self.list_plannings(account_id)
+        plannings = self.plannings.list_plannings(account_id)
         key = wanted.strip().casefold()
         for match in (lambda p: str(p.id) == wanted.strip(), lambda p: p.name.casefold() == key,
                       lambda p: p.publication_name.casefold() == key):
@@ -382,7 +396,7 @@ class UserSessionUseCases:
         names = ", ".join(repr(p.name) for p in plannings)
         raise NotFound(f"no planning {wanted!r}: the plannings are {names}")
 
-    def authenticate_user(self: CampusApplication, token: str, *, serving: bool = True) -> UserCaller:
+    def authenticate_user(self, token: str, *, serving: bool = True) -> UserCaller:
         """The caller behind a user token. With `serving`, the planning's server must be in
         service on the session's base (records); administration works on a stopped server."""
         invalid = Unauthenticated("the token is invalid, has expired or was revoked; log in again",
@@ -399,7 +413,7 @@ class UserSessionUseCases:
         user = self._get(DirectoryUser, session.user_id, session.account_id, "user")
         if user.credentials_epoch != session.credentials_epoch:
             raise invalid
-        planning = self.get_planning(session.account_id, session.planning_id)
+        planning = self.plannings.get_planning(session.account_id, session.planning_id)
         if serving and not planning.in_service:
             raise Conflict(f"the server of {planning.name!r} was stopped; log in again once it is back in service",
                            code="server_stopped")
@@ -412,7 +426,7 @@ class UserSessionUseCases:
         set_actor(f"user:{user.login}")
         return UserCaller(session, user, planning, profile)
 
-    def close_user_session(self: CampusApplication, caller: UserCaller) -> None:
+    def close_user_session(self, caller: UserCaller) -> None:
         def body() -> None:
             session = self.repository.get(caller.session.id)
             if not session.closed:
@@ -426,7 +440,7 @@ class UserSessionUseCases:
 
         self._run(caller.session.account_id, body)
 
-    def choose_security_measure(self: CampusApplication, caller: UserCaller, measure: SecurityMeasure,
+    def choose_security_measure(self, caller: UserCaller, measure: SecurityMeasure,
                                 pin: str | None, pin_confirmation: str | None) -> DirectoryUser:
         pin_hash = None
         if measure == SecurityMeasure.PIN:
@@ -450,10 +464,8 @@ class UserSessionUseCases:
 
         return self._run(caller.session.account_id, body)
 
-    def recognise_device(self: CampusApplication, caller: UserCaller, name: str) -> tuple[UUID, DirectoryUser]:
-        from campus.application import _required_text
-
-        name = _required_text("name", name, 60)
+    def recognise_device(self, caller: UserCaller, name: str) -> tuple[UUID, DirectoryUser]:
+        name = required_text("name", name, 60)
         device_id = caller.session.device_id
         if device_id is None:
             raise Conflict("this session did not name a device: log in with \"device\" to recognise it",
@@ -467,7 +479,7 @@ class UserSessionUseCases:
 
         return self._run(caller.session.account_id, body)
 
-    def forget_device(self: CampusApplication, caller: UserCaller, device_id: UUID) -> DirectoryUser:
+    def forget_device(self, caller: UserCaller, device_id: UUID) -> DirectoryUser:
         def body() -> DirectoryUser:
             user = self.repository.get(caller.user.id)
             if device_id not in user.devices:
@@ -479,4 +491,4 @@ class UserSessionUseCases:
         return self._run(caller.session.account_id, body)
 
 
-__all__ = ["Access", "ClientApplication", "Connection", "ConnectionList", "Mode", "Seats", "UserCaller", "UserLogin", "UserSessionUseCases", "device_id_for", "user_id_for"]
+__all__ = ["Access", "ClientApplication", "Connection", "ConnectionList", "Mode", "Seats", "UserCaller", "UserLogin", "UserSessions", "device_id_for", "user_id_for"]

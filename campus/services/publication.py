@@ -27,14 +27,19 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
+from campus.text import required_text
+from campus.services.base import Service
+
+if TYPE_CHECKING:
+    from campus.services.accounts import Accounts
+    from campus.services.bases import Bases
+    from campus.services.plannings import Plannings
 from campus.aggregates.planning import Planning
 from campus.errors import Conflict, Invalid, NotFound
 from campus.export_format import CONNECTION_MODES
 from campus.text import BLANK_MESSAGE, visible_strip
 from campus.urls import check_url
 
-if TYPE_CHECKING:
-    from campus.application import CampusApplication
 
 
 @dataclass(frozen=True)
@@ -110,34 +115,36 @@ def validate_color(value: Any, field: str = "color") -> str:
     return value.upper()
 
 
-class PublicationUseCases:
-    """Mixed into CampusApplication."""
+class Publication(Service):
+    """Publication of the web spaces and delegated authentication (hosting guide fiches 8, 9; Campus fiche 9)."""
 
-    # -- reading ------------------------------------------------------------------------------------
-    def publication(self: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[Planning, dict]:
+    accounts: Accounts
+    bases: Bases
+    plannings: Plannings
+
+    def publication(self, account_id: UUID, planning_id: UUID) -> tuple[Planning, dict]:
         """The planning and the description of its publication (see :func:`describe`)."""
-        planning = self.get_planning(account_id, planning_id)
+        planning = self.plannings.get_planning(account_id, planning_id)
         with self._reading(account_id):
             return planning, self._describe(planning)
 
-    def _describe(self: CampusApplication, planning: Planning) -> dict:
-        account = self.get_account(planning.account_id)
+    def _describe(self, planning: Planning) -> dict:
+        account = self.accounts.get_account(planning.account_id)
         return describe(planning, account.edition, account.establishment, self._connection_modes(planning))
 
-    def _connection_modes(self: CampusApplication, planning: Planning) -> dict:
+    def _connection_modes(self, planning: Planning) -> dict:
         """The rules of the planning's current base (empty: no base, or a base without rules)."""
         if planning.base_id is None:
             return {}
-        return self.get_base(planning.account_id, planning.base_id).connection_modes
+        return self.bases.get_base(planning.account_id, planning.base_id).connection_modes
 
-    # -- published / stopped (hosting fiche 8) ------------------------------------------------------
-    def set_publication_state(self: CampusApplication, account_id: UUID, planning_id: UUID, state: str,
+    def set_publication_state(self, account_id: UUID, planning_id: UUID, state: str,
                               if_match: str | None = None) -> tuple[Planning, dict]:
         if state not in ("published", "stopped"):
             raise Invalid.field("state", "must be published or stopped")
 
         def body() -> tuple[Planning, dict]:
-            planning = self.get_planning(account_id, planning_id)
+            planning = self.plannings.get_planning(account_id, planning_id)
             self._check_version(planning, if_match)
             if state == "published" and planning.publication_state != "published":
                 problem = publishing_problem(planning)
@@ -152,23 +159,22 @@ class PublicationUseCases:
 
         return self._run(account_id, body)
 
-    def _publish_with_server(self: CampusApplication, planning: Planning) -> None:
+    def publish_with_server(self, planning: Planning) -> None:
         """Hosting fiche 8: "La publication des Espaces est automatique". Called by the command that puts
         the server in service, after `start_server`, so both events share its instant and its save."""
         if planning.net_licence and planning.publication_state != "published":
             planning.publish(cause="server_started")
 
-    # -- settings (hosting fiche 8, Campus fiche 9) --------------------------------------------------
-    def change_publication_settings(self: CampusApplication, account_id: UUID, planning_id: UUID,
+    def change_publication_settings(self, account_id: UUID, planning_id: UUID,
                                     changes: dict[str, Any], if_match: str | None = None) -> tuple[Planning, dict]:
         """`changes` may hold spaces {space: bool}, public_url (None: back to the domain's) and
         common_page {title, text_color, font_size, background_color, height, logo, logo_url}."""
         checked = _checked_settings(changes)
 
         def body() -> tuple[Planning, dict]:
-            planning = self.get_planning(account_id, planning_id)
+            planning = self.plannings.get_planning(account_id, planning_id)
             self._check_version(planning, if_match)
-            edition = self.get_account(account_id).edition
+            edition = self.accounts.get_account(account_id).edition
             spaces = _edition_spaces(edition)
             unknown = [k for k in checked.get("spaces", {}) if k not in spaces]
             if unknown:
@@ -194,17 +200,14 @@ class PublicationUseCases:
 
         return self._run(account_id, body)
 
-    # -- delegated authentication (hosting fiche 9) --------------------------------------------------
-    def add_delegation(self: CampusApplication, account_id: UUID, planning_id: UUID, *, name: str, protocol: str,
+    def add_delegation(self, account_id: UUID, planning_id: UUID, *, name: str, protocol: str,
                        urls: dict[str, str | None]) -> tuple[Planning, dict, str]:
         """A new delegation, not yet active (fiche 9: add, then activate); answers its id too."""
-        from campus.application import _required_text
-
-        name = _required_text("name", name, DELEGATION_NAME_MAX)
+        name = required_text("name", name, DELEGATION_NAME_MAX)
         checked = _checked_delegation_urls(protocol, urls)
 
         def body() -> tuple[Planning, dict, str]:
-            planning = self.get_planning(account_id, planning_id)
+            planning = self.plannings.get_planning(account_id, planning_id)
             _require_stopped(planning, "add a delegation")
             delegations = planning.publication["delegations"]
             if any(d["name"].casefold() == name.casefold() for d in delegations.values()):
@@ -220,10 +223,10 @@ class PublicationUseCases:
 
         return self._run(account_id, body)
 
-    def set_delegation_active(self: CampusApplication, account_id: UUID, planning_id: UUID, delegation_id: str,
+    def set_delegation_active(self, account_id: UUID, planning_id: UUID, delegation_id: str,
                               active: bool) -> tuple[Planning, dict]:
         def body() -> tuple[Planning, dict]:
-            planning = self.get_planning(account_id, planning_id)
+            planning = self.plannings.get_planning(account_id, planning_id)
             delegation = _delegation(planning, delegation_id)
             _require_stopped(planning, "activate or deactivate a delegation")
             if active and not delegation["active"]:
@@ -237,9 +240,9 @@ class PublicationUseCases:
 
         return self._run(account_id, body)
 
-    def remove_delegation(self: CampusApplication, account_id: UUID, planning_id: UUID, delegation_id: str) -> None:
+    def remove_delegation(self, account_id: UUID, planning_id: UUID, delegation_id: str) -> None:
         def body() -> None:
-            planning = self.get_planning(account_id, planning_id)
+            planning = self.plannings.get_planning(account_id, planning_id)
             _delegation(planning, delegation_id)
             _require_stopped(planning, "remove a delegation")
             _require_unused(planning, delegation_id, "removing")
@@ -248,15 +251,15 @@ class PublicationUseCases:
 
         self._run(account_id, body)
 
-    def set_space_delegations(self: CampusApplication, account_id: UUID, planning_id: UUID,
+    def set_space_delegations(self, account_id: UUID, planning_id: UUID,
                               choices: dict[str, dict[str, Any]], if_match: str | None = None
                               ) -> tuple[Planning, dict]:
         """The whole choice per space: {space: {"delegation_id": id or None, "allow_direct": bool}};
         spaces left out get no delegation (direct authentication)."""
         def body() -> tuple[Planning, dict]:
-            planning = self.get_planning(account_id, planning_id)
+            planning = self.plannings.get_planning(account_id, planning_id)
             self._check_version(planning, if_match)
-            edition = self.get_account(account_id).edition
+            edition = self.accounts.get_account(account_id).edition
             new = _checked_space_delegations(planning, edition, choices)
             _require_stopped(planning, "change the delegation of the spaces")
             inactive = [(k, c["delegation_id"]) for k, c in new.items()

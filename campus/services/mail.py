@@ -46,7 +46,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError
 
-from campus.login_guard import FailureKind
+from campus.services.base import Core, Service, check_if_match
+
+if TYPE_CHECKING:
+    from campus.services.accounts import Accounts
+    from campus.services.controllers import Controllers
+    from campus.services.login_guard import LoginGuard
+    from campus.services.users import Users
+from campus.services.login_guard import FailureKind
 from campus.projections.tables import StoreTables
 from campus.aggregates.core import CampusAggregate
 from campus.aggregates.mail import (
@@ -64,10 +71,8 @@ from campus.errors import Conflict, Forbidden, Invalid, NotFound, TooManyRequest
 from campus.letters import DEFAULT_BODY, DEFAULT_TITLE, NEEDS_DOMAIN, fill, render_pdf, validate_template
 from campus.security import hash_secret, verify_secret
 
-if TYPE_CHECKING:
-    from campus.application import CampusApplication
 
-log = structlog.get_logger("campus.mail")
+log = structlog.get_logger("campus.services.mail")
 
 CODE_DIGITS = 6
 CODE_LIFETIME = timedelta(minutes=15)
@@ -174,11 +179,11 @@ class MailKeys(StoreTables):
     at the same time.
     """
 
-    def __init__(self, app: CampusApplication) -> None:
-        super().__init__(app)
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
         self.keys = self.table("campus_mail_keys")
-        self.master = AESGCM(mail_master_key(app.settings))
-        self.commands = app.commands
+        self.master = AESGCM(mail_master_key(core.settings))
+        self.commands = core.commands
 
     @classmethod
     def create_table(cls, app: Any) -> None:
@@ -285,33 +290,37 @@ def _describe(exc: Exception) -> str:
 _KEYS_GUARD = threading.Lock()
 
 
-class MailUseCases:
-    """Mixed into CampusApplication."""
+class Mail(Service):
+    """Mail accounts, letters of connection details and the outbox (Campus fiches 10, 11)."""
 
-    # -- plumbing ------------------------------------------------------------------------------
-    def _mail_keys(self: CampusApplication) -> MailKeys:
+    accounts: Accounts
+    controllers: Controllers
+    login_guard: LoginGuard
+    users: Users
+
+    def _mail_keys(self) -> MailKeys:
         keys = self.__dict__.get("_mail_key_store")
         if keys is None:
             with _KEYS_GUARD:
                 keys = self.__dict__.get("_mail_key_store")
                 if keys is None:
-                    keys = self.__dict__["_mail_key_store"] = MailKeys(self)
+                    keys = self.__dict__["_mail_key_store"] = MailKeys(self.core)
         return keys
 
-    def _mail_kick(self: CampusApplication) -> threading.Event:
+    def _mail_kick(self) -> threading.Event:
         return self.__dict__.setdefault("_mail_kick_event", threading.Event())
 
     @property
-    def mail_sender_address(self: CampusApplication) -> str:
+    def mail_sender_address(self) -> str:
         return self.settings.mail_from or f"no-reply@{self.settings.domain_suffix}"
 
-    def smtp_waiting_reason(self: CampusApplication) -> str | None:
+    def smtp_waiting_reason(self) -> str | None:
         """Why queued mail is not being sent, or None when an SMTP server is configured."""
         if not self.settings.smtp_host:
             return "no SMTP server is configured (CAMPUS_SMTP_HOST): mail stays queued until one is"
         return None
 
-    def _queue_mail(self: CampusApplication, account_id: UUID, *, message_id: UUID, purpose: str, to: str,
+    def _queue_mail(self, account_id: UUID, *, message_id: UUID, purpose: str, to: str,
                     subject: str, mime: EmailMessage, changes: Callable[[], list[CampusAggregate]],
                     mail_account_id: UUID | None = None, login: str | None = None) -> MailMessage:
         """Seal `mime`, keep its key, and save the ``Queued`` message with the aggregates `changes` returns."""
@@ -333,14 +342,14 @@ class MailUseCases:
         self._mail_kick().set()
         return message
 
-    def notify_manager(self: CampusApplication, account_id: UUID, topic: str, subject: str,
+    def notify_manager(self, account_id: UUID, topic: str, subject: str,
                        text: str) -> MailMessage | None:
         """Mail the hosting manager about `topic` if the account page asks for it (notifications).
 
         Best effort: a notification never makes the operation that caused it fail.
         """
         try:
-            account = self.get_account(account_id)
+            account = self.accounts.get_account(account_id)
             to = account.manager.get("email")
             if not to or not account.notifications.get(topic, False):
                 return None
@@ -351,7 +360,7 @@ class MailUseCases:
             log.warning("notification_failed", account_id=str(account_id), topic=topic, exc_info=True)
             return None
 
-    def _new_mime(self: CampusApplication, *, sender: str, to: str, subject: str, text: str,
+    def _new_mime(self, *, sender: str, to: str, subject: str, text: str,
                   reply_to: str | None = None) -> EmailMessage:
         mime = EmailMessage()
         mime["From"] = sender
@@ -364,19 +373,18 @@ class MailUseCases:
         mime.set_content(text)
         return mime
 
-    # -- mail accounts ---------------------------------------------------------------------------
-    def list_mail_accounts(self: CampusApplication, account_id: UUID) -> list[MailAccount]:
+    def list_mail_accounts(self, account_id: UUID) -> list[MailAccount]:
         found = [self._get(MailAccount, i, account_id, "mail account")
                  for i in self.history.aggregate_ids(str(account_id), "MailAccount")]
         return [a for a in found if not a.deleted]
 
-    def get_mail_account(self: CampusApplication, account_id: UUID, mail_account_id: UUID) -> MailAccount:
+    def get_mail_account(self, account_id: UUID, mail_account_id: UUID) -> MailAccount:
         found = self._get(MailAccount, mail_account_id, account_id, "mail account")
         if found.deleted:
             raise NotFound("mail account not found (it was deleted)")
         return found
 
-    def create_mail_account(self: CampusApplication, account_id: UUID, *, kind: str, address: str | None,
+    def create_mail_account(self, account_id: UUID, *, kind: str, address: str | None,
                             secret_question: str, secret_answer: str, name: str | None = None,
                             login: str | None = None) -> MailAccount:
         """A new account (or a deleted one opened again), its verification code e-mailed at once."""
@@ -393,7 +401,7 @@ class MailUseCases:
             if kind != "personal":
                 raise Invalid.field("login", "only a personal account belongs to a user")
             try:
-                owner = self.get_user(account_id, login)
+                owner = self.users.get_user(account_id, login)
             except NotFound:
                 raise Invalid.field("login", f"no user with login {login!r}") from None
         if not address:
@@ -401,7 +409,7 @@ class MailUseCases:
                 raise Invalid.field("address", "is required (or give the login of a user who has an e-mail)")
             address = owner.email
         address = address.strip()
-        establishment = self.get_account(account_id).establishment
+        establishment = self.accounts.get_account(account_id).establishment
         if name is not None:
             name = _text("name", name, MAX_NAME)
         elif owner is not None:
@@ -428,10 +436,10 @@ class MailUseCases:
 
         return self._send_code(account_id, mail_account_id, open_account, address, name, establishment)
 
-    def resend_verification_code(self: CampusApplication, account_id: UUID, mail_account_id: UUID) -> MailAccount:
+    def resend_verification_code(self, account_id: UUID, mail_account_id: UUID) -> MailAccount:
         """A new code (the previous one stops working), at most one a minute."""
         current = self.get_mail_account(account_id, mail_account_id)
-        establishment = self.get_account(account_id).establishment
+        establishment = self.accounts.get_account(account_id).establishment
 
         def reload() -> MailAccount:
             found = self.get_mail_account(account_id, mail_account_id)
@@ -447,7 +455,7 @@ class MailUseCases:
 
         return self._send_code(account_id, mail_account_id, reload, current.address, current.name, establishment)
 
-    def _send_code(self: CampusApplication, account_id: UUID, mail_account_id: UUID,
+    def _send_code(self, account_id: UUID, mail_account_id: UUID,
                    load: Callable[[], MailAccount], address: str, name: str, establishment: str) -> MailAccount:
         code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
         code_hash = hash_secret(code)
@@ -474,7 +482,7 @@ class MailUseCases:
                          subject=subject, mime=mime, changes=changes, mail_account_id=mail_account_id)
         return holder[0]
 
-    def verify_mail_account(self: CampusApplication, account_id: UUID, mail_account_id: UUID,
+    def verify_mail_account(self, account_id: UUID, mail_account_id: UUID,
                             code: str) -> MailAccount:
         """Check the code: right, the account is verified; wrong, one of the 5 attempts is spent."""
         code = "".join(code.split())
@@ -516,12 +524,10 @@ class MailUseCases:
             raise Invalid(f"code: {message}", errors=[{"field": "code", "message": message}], code="invalid_code")
         return found
 
-    def change_mail_account(self: CampusApplication, account_id: UUID, mail_account_id: UUID, *,
+    def change_mail_account(self, account_id: UUID, mail_account_id: UUID, *,
                             secret_answer: str, name: str | None = None, secret_question: str | None = None,
                             new_secret_answer: str | None = None, if_match: str | None = None) -> MailAccount:
         """Rename the account or change its secret question/answer: needs the current answer."""
-        from campus.application import check_if_match
-
         if secret_question is not None and new_secret_answer is None:
             raise Invalid.field("new_secret_answer", "a new secret question needs its answer")
         new_name = _text("name", name, MAX_NAME) if name is not None else None
@@ -535,9 +541,9 @@ class MailUseCases:
                 raise Invalid.field("new_secret_answer", f"must be at most {MAX_ANSWER} characters")
             new_hash = hash_secret(normalised)
         seen = self.get_mail_account(account_id, mail_account_id)
-        self.refuse_if_suspended(account_id)
+        self.login_guard.refuse_if_suspended(account_id)
         # Counted like a password: guessing the answer gets the address suspended too.
-        self.check_secret(account_id, seen.secret_answer_hash, normalise_answer(secret_answer),
+        self.login_guard.check_secret(account_id, seen.secret_answer_hash, normalise_answer(secret_answer),
                           FailureKind.SECRET_ANSWER, None, Forbidden("the answer to the secret question is wrong",
                                                                      code="wrong_secret_answer"))
 
@@ -556,7 +562,7 @@ class MailUseCases:
 
         return self._run(account_id, body)
 
-    def delete_mail_account(self: CampusApplication, account_id: UUID, mail_account_id: UUID) -> None:
+    def delete_mail_account(self, account_id: UUID, mail_account_id: UUID) -> None:
         def body() -> None:
             found = self.get_mail_account(account_id, mail_account_id)
             found.delete()
@@ -564,21 +570,18 @@ class MailUseCases:
 
         self._run(account_id, body)
 
-    # -- the letter template -------------------------------------------------------------------
-    def get_letter_template(self: CampusApplication, account_id: UUID, slug: str) -> LetterTemplateView:
+    def get_letter_template(self, account_id: UUID, slug: str) -> LetterTemplateView:
         if slug != CONNECTION_LETTER:
             raise NotFound(f"no letter template {slug!r}; the template is {CONNECTION_LETTER!r}")
-        self.get_account(account_id)
+        self.accounts.get_account(account_id)
         try:
             found = self.repository.get(letter_template_id_for(account_id, slug))
         except AggregateNotFoundError:
             return LetterTemplateView(slug, DEFAULT_TITLE, DEFAULT_BODY, custom=False, etag='"0"')
         return LetterTemplateView(slug, found.title, found.body, custom=True, etag=found.etag)
 
-    def put_letter_template(self: CampusApplication, account_id: UUID, slug: str, title: str, body: str,
+    def put_letter_template(self, account_id: UUID, slug: str, title: str, body: str,
                             if_match: str | None = None) -> LetterTemplateView:
-        from campus.application import check_if_match
-
         self.get_letter_template(account_id, slug)  # 404 for another slug
         validate_template(title, body)
 
@@ -597,8 +600,7 @@ class MailUseCases:
 
         return self._run(account_id, command)
 
-    # -- connection details --------------------------------------------------------------------
-    def send_connection_details(self: CampusApplication, account_id: UUID, logins: list[str],
+    def send_connection_details(self, account_id: UUID, logins: list[str],
                                 mail_account_id: UUID) -> ConnectionDetailsSent:
         """Reset each selected user's password and mail it in the letter; users without an e-mail
         are reported and keep their password."""
@@ -606,10 +608,10 @@ class MailUseCases:
         if not mail_account.verified:
             raise Conflict(f"the mail account {mail_account.address} is not verified yet: enter the code it was "
                            "sent (POST …/verification)", code="mail_account_not_verified")
-        users = self.users_named(account_id, logins, "logins")
+        users = self.users.users_named(account_id, logins, "logins")
         template = self.get_letter_template(account_id, CONNECTION_LETTER)
-        account = self.get_account(account_id)
-        controller = self.get_controller(account_id)
+        account = self.accounts.get_account(account_id)
+        controller = self.controllers.get_controller(account_id)
         used = validate_template(template.title, template.body)
         if controller.domain is None and any(p in NEEDS_DOMAIN for part in used.values() for p in part):
             raise Conflict("the letter gives the controller's address, and the controller has no domain name yet "
@@ -625,10 +627,10 @@ class MailUseCases:
             sent.append({"login": user.login, "to": message.to, "message_id": str(message.id)})
         return ConnectionDetailsSent(mail_account, sent, without_email)
 
-    def _mail_connection_details(self: CampusApplication, account_id: UUID, user: DirectoryUser,
+    def _mail_connection_details(self, account_id: UUID, user: DirectoryUser,
                                  mail_account: MailAccount, template: LetterTemplateView, establishment: str,
                                  domain: str | None, port: int | None) -> MailMessage:
-        password, password_hash = self._new_password()
+        password, password_hash = self.users.new_password()
         values = {"civility": user.civility, "first_name": user.first_name, "last_name": user.last_name,
                   "login": user.login, "password": password, "establishment": establishment,
                   "url": f"https://{domain}" if domain else None, "domain": domain, "port": port}
@@ -647,7 +649,7 @@ class MailUseCases:
         epoch = user.credentials_epoch
 
         def changes() -> list[CampusAggregate]:
-            current = self.get_user(account_id, user.login)
+            current = self.users.get_user(account_id, user.login)
             if current.credentials_epoch != epoch or current.email != user.email:
                 raise Conflict(f"{user.login!r} was changed meanwhile; send the connection details again",
                                code="user_changed")
@@ -658,8 +660,7 @@ class MailUseCases:
                                 subject=subject, mime=mime, changes=changes, mail_account_id=mail_account.id,
                                 login=user.login)
 
-    # -- the outbox ---------------------------------------------------------------------------------
-    def list_outbox(self: CampusApplication, account_id: UUID, state: str | None = None,
+    def list_outbox(self, account_id: UUID, state: str | None = None,
                     limit: int = 100) -> list[MailMessage]:
         """The school's messages, newest first."""
         ids = self.history.aggregate_ids(str(account_id), "MailMessage")
@@ -672,10 +673,10 @@ class MailUseCases:
                     break
         return found
 
-    def get_outbox_message(self: CampusApplication, account_id: UUID, message_id: UUID) -> MailMessage:
+    def get_outbox_message(self, account_id: UUID, message_id: UUID) -> MailMessage:
         return self._get(MailMessage, message_id, account_id, "message")
 
-    def run_outbox(self: CampusApplication) -> int:
+    def run_outbox(self) -> int:
         """Deliver every message that is due; return how many were sent. Safe to call at any pace."""
         if self.smtp_waiting_reason():
             return 0
@@ -690,7 +691,7 @@ class MailUseCases:
                     keys.release(message_id)
         return sent
 
-    def _deliver_one(self: CampusApplication, keys: MailKeys, message_id: UUID, created_at: datetime) -> int:
+    def _deliver_one(self, keys: MailKeys, message_id: UUID, created_at: datetime) -> int:
         now = self.clock.now()
         try:
             message = self.repository.get(message_id)
@@ -730,7 +731,7 @@ class MailUseCases:
         log.info("mail_sent", message_id=str(message_id), purpose=message.purpose, attempts=attempts)
         return 1
 
-    def _record_failure(self: CampusApplication, message: MailMessage, exc: Exception) -> None:
+    def _record_failure(self, message: MailMessage, exc: Exception) -> None:
         keys = self._mail_keys()
         attempts = message.attempts + 1
         error = _describe(exc)
@@ -754,7 +755,7 @@ class MailUseCases:
             keys.release(message.id)
         log.warning("mail_failed", message_id=str(message.id), attempts=attempts, error=error, abandoned=give_up)
 
-    def start_mail_sender(self: CampusApplication, stop: threading.Event) -> threading.Thread:
+    def start_mail_sender(self, stop: threading.Event) -> threading.Thread:
         """A daemon thread delivering the outbox: at once when mail is queued, and every few seconds."""
         self._mail_keys()  # a bad mail key fails the start-up, not the first message
         kick = self._mail_kick()

@@ -15,12 +15,14 @@ from uuid import UUID
 
 import phonenumbers
 
-from campus.aggregates.account import LICENCE_OPTIONS, NOTIFICATIONS, HostingAccount
-from campus.errors import Invalid
-from campus.school_year import validate_version_change
+from campus.services.base import Service, check_if_match
 
 if TYPE_CHECKING:
-    from campus.application import CampusApplication
+    from campus.services.accounts import Accounts
+from campus.aggregates.account import LICENCE_OPTIONS, NOTIFICATIONS, HostingAccount
+from campus.errors import Invalid
+from campus.services.school_year import validate_version_change
+
 
 # Numbers written without a country code are read as French ones (the seeds' schools).
 DEFAULT_PHONE_REGION = "FR"
@@ -48,15 +50,15 @@ def contact_of(account: HostingAccount) -> dict[str, Any]:
     return {f: account.manager[f] for f in ("name", *CONTACT_FIELDS) if account.manager.get(f) is not None}
 
 
-class AccountPageUseCases:
-    """Mixed into CampusApplication."""
+class AccountPage(Service):
+    """The hosting account's page: contact, notifications, version change (hosting guide fiche 12)."""
 
-    def change_account(self: CampusApplication, account_id: UUID, *, manager: dict[str, Any] | None = None,
+    accounts: Accounts
+
+    def change_account(self, account_id: UUID, *, manager: dict[str, Any] | None = None,
                        notifications: dict[str, bool] | None = None, version_change: dict[str, Any] | None = None,
                        if_match: str | None = None) -> HostingAccount:
         """The manager's part of the account page; absent parts are left alone."""
-        from campus.application import check_if_match
-
         contact = self._checked_manager_contact(manager or {})
         unknown = sorted(set(notifications or {}) - set(NOTIFICATIONS))
         if unknown:
@@ -68,7 +70,7 @@ class AccountPageUseCases:
                                              version_change.get("base"), self.now().date())
 
         def body() -> HostingAccount:
-            account = self.get_account(account_id)
+            account = self.accounts.get_account(account_id)
             check_if_match(account.etag, if_match)
             merged = {**account.manager, **contact}
             if "first_name" in contact or "last_name" in contact:
@@ -96,10 +98,10 @@ class AccountPageUseCases:
                 contact[field] = normalise_phone(f"manager.{field}", contact[field], mobile=field == "mobile_phone")
         return contact
 
-    def change_contract(self: CampusApplication, hosting_number: str, *, client_reference: Any = ...,
+    def change_contract(self, hosting_number: str, *, client_reference: Any = ...,
                         licence: dict[str, Any] | None = None) -> HostingAccount:
         """The operator records the customer number and the licence (fields absent: unchanged)."""
-        account = self.account_by_number(hosting_number)
+        account = self.accounts.account_by_number(hosting_number)
         if licence and "options" in licence:
             unknown = [o for o in licence["options"] if o not in LICENCE_OPTIONS]
             if unknown:

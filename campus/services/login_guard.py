@@ -61,6 +61,11 @@ from uuid import UUID
 import structlog
 from eventsourcing.application import AggregateNotFoundError
 
+from campus.services.base import Core, Service
+
+if TYPE_CHECKING:
+    from campus.services.accounts import Accounts
+    from campus.services.mail import Mail
 from campus.aggregates.address import ClientAddress, SuspensionDay, client_address_id_for, suspension_day_id_for
 from campus.context import current_context
 from campus.errors import CampusError, Invalid, NotFound, TooManyRequests, Unauthenticated
@@ -68,8 +73,6 @@ from campus.projections.tables import StoreTables
 from campus.security import verify_secret
 from campus.settings import MIN_OPERATOR_TOKEN_LENGTH
 
-if TYPE_CHECKING:
-    from campus.application import CampusApplication
 
 log = structlog.get_logger("campus.security")
 
@@ -114,10 +117,10 @@ class LoginFailures(StoreTables):
     scope and address that failed within the last window.
     """
 
-    def __init__(self, app: CampusApplication) -> None:
-        super().__init__(app)
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
         self.name = self.table("campus_login_failures")
-        self.window = app.settings.login_failures_window_minutes * 60
+        self.window = core.settings.login_failures_window_minutes * 60
         self.bucket = max(1, self.window // BUCKETS_PER_WINDOW)
         self._swept_at = -math.inf
         statements = (
@@ -231,13 +234,17 @@ class LoginFailures(StoreTables):
             curs.execute(self._sql(f"DELETE FROM {self.name} WHERE scope = ? AND address = ?"), (scope, address))
 
 
-class LoginGuardUseCases:
-    """Mixed into CampusApplication."""
+class LoginGuard(Service):
+    """Failed authentications counted per address, suspensions and unblocking (hosting guide fiche 11)."""
 
-    login_failures: LoginFailures  # made at start-up (CampusApplication.__init__)
+    accounts: Accounts
+    mail: Mail
 
-    # -- at every login ---------------------------------------------------------
-    def refuse_if_suspended(self: CampusApplication, tenant: UUID, *, console: bool = False) -> None:
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
+        self.login_failures = LoginFailures(core)  # its table is made here, at start-up
+
+    def refuse_if_suspended(self, tenant: UUID, *, console: bool = False) -> None:
         """429 if the caller's address is suspended for `tenant`'s logins, or (`console`) has failed too
         many console logins of any school. Checked before anything else (no secret is checked)."""
         address = current_address()
@@ -256,7 +263,7 @@ class LoginGuardUseCases:
             if seconds is not None:
                 raise self._rate_limited_error("console logins", address, now, seconds)
 
-    def check_secret(self: CampusApplication, tenant: UUID, stored_hash: str | None, secret: str, kind: str,
+    def check_secret(self, tenant: UUID, stored_hash: str | None, secret: str, kind: str,
                      login: str | None, refusal: CampusError) -> None:
         """Verify `secret` against `stored_hash` (None: an unknown account, checked against a dummy hash all the
         same) as one attempt of the caller's address: counted before the check (429, unchecked, past a limit),
@@ -264,23 +271,23 @@ class LoginGuardUseCases:
         is raised. Call it outside any command: the count must stay whatever a command does."""
         self._attempt(tenant, kind, login, refusal, lambda: verify_secret(stored_hash, secret))
 
-    def authentication_failed(self: CampusApplication, tenant: UUID, kind: str, login: str | None,
+    def authentication_failed(self, tenant: UUID, kind: str, login: str | None,
                               refusal: CampusError) -> NoReturn:
         """Count a failure found without :meth:`check_secret`, suspend the address at the limit, then raise
         `refusal` (or 429 if this very failure reached a limit)."""
         self._attempt(tenant, kind, login, refusal, lambda: False)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def authenticate_operator(self: CampusApplication, token: str) -> None:
+    def authenticate_operator(self, token: str) -> None:
         """The operator's bearer token, counted per address like a login: 429 once an address failed
         ``login_failures_max`` times within the window (even with the right token, until they age out)."""
         configured = self.settings.operator_token or ""
         # (a configured token too short to be a secret opens nothing; `campus serve` refuses to start with it)
         self._attempt(None, FailureKind.OPERATOR_TOKEN, None,
                       Unauthenticated("the operator token is wrong", code="invalid_token"),
-                      lambda: len(configured) >= MIN_OPERATOR_TOKEN_LENGTH and self.check_operator_token(token))
+                      lambda: len(configured) >= MIN_OPERATOR_TOKEN_LENGTH and self.accounts.check_operator_token(token))
 
-    def _attempt(self: CampusApplication, tenant: UUID | None, kind: str, login: str | None, refusal: CampusError,
+    def _attempt(self, tenant: UUID | None, kind: str, login: str | None, refusal: CampusError,
                  check: Callable[[], bool]) -> None:
         """Reserve the attempt in its scopes, refuse past a limit, run `check`, keep the reservation as a failure.
 
@@ -339,13 +346,13 @@ class LoginGuardUseCases:
                 raise self._over_limit_error(tenant, scope, address, now, limit) from None
         raise refusal
 
-    def _since_suspension(self: CampusApplication, watch: ClientAddress | None) -> int | None:
+    def _since_suspension(self, watch: ClientAddress | None) -> int | None:
         """The first bucket a school's count may read: the one its address's last suspension ended in."""
         if watch is None or watch.suspended_until is None:
             return None
         return self.login_failures.bucket_of(watch.suspended_until)
 
-    def _over_limit_error(self: CampusApplication, tenant: UUID | None, scope: str, address: str, now: datetime,
+    def _over_limit_error(self, tenant: UUID | None, scope: str, address: str, now: datetime,
                           limit: int, since: int | None = None) -> TooManyRequests:
         if scope in (OPERATOR_SCOPE, CONSOLE_SCOPE):
             what = "operator authentications" if scope == OPERATOR_SCOPE else "console logins"
@@ -360,7 +367,7 @@ class LoginGuardUseCases:
         return self._rate_limited_error("logins to this school", address, now,
                                         seconds or self.settings.login_suspension_minutes * 60)
 
-    def _suspend(self: CampusApplication, tenant: UUID, address: str, failures: int) -> NoReturn:
+    def _suspend(self, tenant: UUID, address: str, failures: int) -> NoReturn:
         """Suspend `address` for `tenant`'s logins (an event, unless it already is), then raise 429. The
         failures before it stop counting (see :meth:`_since_suspension`)."""
         settings = self.settings
@@ -379,7 +386,7 @@ class LoginGuardUseCases:
 
         watch, now, new = self._run(tenant, body)
         if new and tenant in self.repository:  # a real school (not an unknown hosting number's)
-            self.notify_manager(
+            self.mail.notify_manager(
                 tenant, "security", f"address {address} suspended after failed logins",
                 f"{failures} failed authentications came from {address} within "
                 f"{settings.login_failures_window_minutes} minutes: its logins to your school are "
@@ -387,8 +394,7 @@ class LoginGuardUseCases:
                 "Unblock it from the console (Security > suspended addresses) if it is one of yours.")
         raise self._suspended_error(watch, now) from None
 
-    # -- the administrator's view ----------------------------------------------
-    def list_suspended_addresses(self: CampusApplication, account_id: UUID) -> list[ClientAddress]:
+    def list_suspended_addresses(self, account_id: UUID) -> list[ClientAddress]:
         """The addresses suspended now for this school, oldest suspension first."""
         now = self.now()
         horizon = now - timedelta(minutes=self.settings.login_suspension_minutes)
@@ -401,7 +407,7 @@ class LoginGuardUseCases:
         watches = [w for w in (self._client_address(account_id, a) for a in addresses) if w and w.is_suspended(now)]
         return sorted(watches, key=lambda w: w.suspended_at or now)
 
-    def unblock_address(self: CampusApplication, account_id: UUID, address: str) -> ClientAddress:
+    def unblock_address(self, account_id: UUID, address: str) -> ClientAddress:
         """Lift a suspension at once (an event) and forget the address's failures; 404 if it is not suspended."""
         try:
             parsed = ipaddress.ip_address(address.strip())
@@ -424,15 +430,14 @@ class LoginGuardUseCases:
         self.login_failures.forget(str(account_id), canonical)
         return watch
 
-    # -- plumbing -------------------------------------------------------------------
-    def _client_address(self: CampusApplication, tenant: UUID, address: str) -> ClientAddress | None:
+    def _client_address(self, tenant: UUID, address: str) -> ClientAddress | None:
         try:
             watch = self.repository.get(client_address_id_for(tenant, address))
         except AggregateNotFoundError:
             return None
         return watch if isinstance(watch, ClientAddress) and watch.account_id == tenant else None
 
-    def _suspension_day(self: CampusApplication, tenant: UUID, day: date) -> SuspensionDay | None:
+    def _suspension_day(self, tenant: UUID, day: date) -> SuspensionDay | None:
         try:
             index = self.repository.get(suspension_day_id_for(tenant, day))
         except AggregateNotFoundError:
@@ -457,5 +462,5 @@ class LoginGuardUseCases:
             f"until {_iso(until)} (retry in {seconds} s)", retry_after=seconds, code="address_suspended")
 
 
-__all__: list[Any] = ["CONSOLE_SCOPE", "OPERATOR_SCOPE", "FailureKind", "LoginFailures", "LoginGuardUseCases",
+__all__: list[Any] = ["CONSOLE_SCOPE", "OPERATOR_SCOPE", "FailureKind", "LoginFailures", "LoginGuard",
                       "current_address"]

@@ -34,6 +34,15 @@ from pydantic import (
     model_validator,
 )
 
+from campus.text import required_text
+from campus.services.base import Service
+
+if TYPE_CHECKING:
+    from campus.services.accounts import Accounts
+    from campus.services.backups import Backups
+    from campus.services.bases import Bases
+    from campus.services.plannings import Plannings
+    from campus.services.users import Users
 from campus.aggregates.planning import Planning, Profile
 from campus.aggregates.school_base import Base
 from campus.aggregates.user import DirectoryUser, Status, user_id_for
@@ -54,8 +63,6 @@ from campus.grid import make_grid
 from campus.records import KINDS, validate_fields
 from campus.text import BLANK_MESSAGE, VISIBLE, is_blank
 
-if TYPE_CHECKING:
-    from campus.application import CampusApplication
 
 IMPORT_CHUNK = 1000  # records per RecordsImported event
 USERS_FORMAT = "campus-users"
@@ -85,41 +92,45 @@ def snapshot_of(base: Base, exported_at: Any) -> BaseFile:
     )
 
 
-class ExchangeUseCases:
-    """Mixed into CampusApplication."""
+class Exchange(Service):
+    """Base files: export, load, annexes, the users file and the timetable transfer (hosting guide fiches 5, 7)."""
 
-    def export_base_file(self: CampusApplication, account_id: UUID, planning_id: UUID) -> PreparedFile:
+    accounts: Accounts
+    backups: Backups
+    bases: Bases
+    plannings: Plannings
+    users: Users
+
+    def export_base_file(self, account_id: UUID, planning_id: UUID) -> PreparedFile:
         """The planning's current base as a campus-base file ready to stream."""
-        planning = self.get_planning(account_id, planning_id)
+        planning = self.plannings.get_planning(account_id, planning_id)
         if planning.base_id is None:
             raise NotFound(f"planning {planning.name!r} has no base yet: create or load one")
         with self._reading(account_id):
-            snapshot = snapshot_of(self.get_base(account_id, planning.base_id), self.now())
+            snapshot = snapshot_of(self.bases.get_base(account_id, planning.base_id), self.now())
         return prepare(snapshot)
 
-    def check_can_load(self: CampusApplication, account_id: UUID, planning_id: UUID) -> Planning:
+    def check_can_load(self, account_id: UUID, planning_id: UUID) -> Planning:
         """Refuse early (404, 409) before a client uploads a whole file for nothing."""
-        planning = self.get_planning(account_id, planning_id)
-        self._require_stopped(planning, "load a base")
+        planning = self.plannings.get_planning(account_id, planning_id)
+        self.bases.require_stopped(planning, "load a base")
         return planning
 
-    def load_base_file(self: CampusApplication, account_id: UUID, planning_id: UUID, path: Path,
+    def load_base_file(self, account_id: UUID, planning_id: UUID, path: Path,
                        name: str | None = None) -> tuple[Planning, Base, BaseFile]:
         """Load a campus-base file as a new base of the planning (hosting guide fiche 7)."""
-        from campus.application import _required_text
-
         with open(path, "rb") as stream:
             loaded = read_base_file(stream)
-        base_name = _required_text("name", loaded.name if name is None else name, 100)
+        base_name = required_text("name", loaded.name if name is None else name, 100)
         rows = [(kind, record_id, dict(fields)) for kind, record_id, fields in loaded.record_rows()]
-        current = self.get_planning(account_id, planning_id)
-        self._require_stopped(current, "load a base")
+        current = self.plannings.get_planning(account_id, planning_id)
+        self.bases.require_stopped(current, "load a base")
         if current.base_id is not None:
-            self.take_backup(account_id, planning_id, before="load")  # the base being replaced, as it is now
+            self.backups.take_backup(account_id, planning_id, before="load")  # the base being replaced, as it is now
 
         def body() -> tuple[Planning, Base, BaseFile]:
-            planning = self.get_planning(account_id, planning_id)
-            self._require_stopped(planning, "load a base")
+            planning = self.plannings.get_planning(account_id, planning_id)
+            self.bases.require_stopped(planning, "load a base")
             base = Base(account_id=account_id, planning_id=planning.id, name=base_name, grid=loaded.grid,
                         origin="loaded")
             _import(base, rows, loaded.last_entry_at)
@@ -131,13 +142,12 @@ class ExchangeUseCases:
                 base.set_connection_modes(modes=dict(loaded.connection_modes))
             planning.mount_base(base_id=base.id)
             self.save(base, planning)
-            self.base_cache.put(base)  # built in memory already: no replay on the first read
+            self.bases.base_cache.put(base)  # built in memory already: no replay on the first read
             return planning, base, loaded
 
         return self._run(account_id, body)
 
-    # -- annexes (photos, documents: fiche 7 step 5) -------------------------------------------
-    def put_annex(self: CampusApplication, account_id: UUID, planning_id: UUID, name: str,
+    def put_annex(self, account_id: UUID, planning_id: UUID, name: str,
                   content_type: str | None, data: bytes) -> tuple[Base, dict[str, Any], bool]:
         """Add or replace an annex of the planning's current base; True if it is new."""
         name = validate_annex_name(name)
@@ -151,7 +161,7 @@ class ExchangeUseCases:
         sha256 = hashlib.sha256(data).hexdigest()
 
         def body() -> tuple[Base, dict[str, Any], bool]:
-            _, base = self._writable_base(account_id, planning_id)
+            _, base = self.bases.writable_base(account_id, planning_id)
             existing = base.annexes.get(name)
             if existing is None or (existing["sha256"], existing["content_type"]) != (sha256, content_type):
                 base.add_annex(name=name, content_type=content_type, sha256=sha256, data=data, at=self.now())
@@ -160,19 +170,18 @@ class ExchangeUseCases:
 
         return self._run(account_id, body)
 
-    def get_annex(self: CampusApplication, account_id: UUID, planning_id: UUID, name: str) -> dict[str, Any]:
-        _, base = self.current_base(account_id, planning_id)
+    def get_annex(self, account_id: UUID, planning_id: UUID, name: str) -> dict[str, Any]:
+        _, base = self.bases.current_base(account_id, planning_id)
         with self._reading(account_id):
             annex = base.annexes.get(name)
             if annex is None:
                 raise NotFound(f"the base {base.name!r} has no annex named {name!r}")
             return dict(annex)
 
-    # -- the users file ---------------------------------------------------------------------
-    def export_users_file(self: CampusApplication, account_id: UUID) -> tuple[bytes, int]:
+    def export_users_file(self, account_id: UUID) -> tuple[bytes, int]:
         """The users file (JSON) and how many users it holds."""
-        account = self.get_account(account_id)
-        users = self.list_users(account_id)
+        account = self.accounts.get_account(account_id)
+        users = self.users.list_users(account_id)
         document: dict[str, Any] = {
             "format": USERS_FORMAT,
             "version": USERS_VERSION,
@@ -180,12 +189,12 @@ class ExchangeUseCases:
             "exported_at": self.now().isoformat(),
             "users": [{**u.public_fields(), "password_hash": u.password_hash} for u in users],
             "assignments": {p.name: {profile: list(logins) for profile, logins in p.profiles.items()}
-                            for p in self.list_plannings(account_id)},
+                            for p in self.plannings.list_plannings(account_id)},
         }
         document["sha256"] = users_file_digest(document)
         return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n", len(users)
 
-    def import_users_file(self: CampusApplication, account_id: UUID, raw: bytes,
+    def import_users_file(self, account_id: UUID, raw: bytes,
                           on_conflict: str = "fail") -> dict[str, Any]:
         """Create the file's users with their password hashes and apply its assignments.
 
@@ -198,8 +207,8 @@ class ExchangeUseCases:
         entries, assignments = parse_users_file(raw)
 
         def body() -> dict[str, Any]:
-            account = self.get_account(account_id)
-            plannings = {p.name.casefold(): p for p in self.list_plannings(account_id)}
+            account = self.accounts.get_account(account_id)
+            plannings = {p.name.casefold(): p for p in self.plannings.list_plannings(account_id)}
             unknown = [name for name in assignments if name.casefold() not in plannings]
             if unknown:
                 known = ", ".join(repr(p.name) for p in plannings.values())
@@ -249,15 +258,15 @@ class ExchangeUseCases:
 
         return self._run(account_id, body)
 
-    def _update_from_entry(self: CampusApplication, account_id: UUID, user: DirectoryUser, entry: UserEntry) -> bool:
+    def _update_from_entry(self, account_id: UUID, user: DirectoryUser, entry: UserEntry) -> bool:
         before = len(user.pending_events)
         if (entry.last_name, entry.first_name, entry.civility) != (user.last_name, user.first_name, user.civility):
             user.rename(last_name=entry.last_name, first_name=entry.first_name, civility=entry.civility)
         if entry.status != user.status:
             if entry.status == Status.USER:
-                self._check_can_leave_administration(account_id, user)
+                self.users.check_can_leave_administration(account_id, user)
             if user.status == Status.SUPERADMINISTRATOR:
-                self._check_not_last_superadministrator(account_id, user)
+                self.users.check_not_last_superadministrator(account_id, user)
             user.change_status(status=entry.status)
         if entry.email != user.email:
             user.change_email(email=entry.email)
@@ -270,7 +279,7 @@ class ExchangeUseCases:
             user.change_password(password_hash=entry.password_hash)
         return len(user.pending_events) != before
 
-    def _apply_assignments(self: CampusApplication, account_id: UUID, assignments: dict[str, dict[str, list[str]]],
+    def _apply_assignments(self, account_id: UUID, assignments: dict[str, dict[str, list[str]]],
                            plannings: dict[str, Planning], users: dict[str, DirectoryUser],
                            skipped: set[str]) -> list[Planning]:
         errors: list[dict] = []
@@ -288,7 +297,7 @@ class ExchangeUseCases:
                     user = users.get(key)
                     if user is None:
                         try:
-                            user = self.get_user(account_id, login)
+                            user = self.users.get_user(account_id, login)
                         except NotFound:
                             errors.append({"field": where, "message": f"no user {login!r} in the file or the school"})
                             continue
@@ -309,8 +318,7 @@ class ExchangeUseCases:
             raise Invalid("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
         return changed
 
-    # -- timetable transfer (hosting guide fiche 5) --------------------------------------------
-    def transfer_base(self: CampusApplication, account_id: UUID, planning_id: UUID, *, name: str,
+    def transfer_base(self, account_id: UUID, planning_id: UUID, *, name: str,
                       grid: dict[str, Any], resources: dict[str, Any], connection_modes: dict[str, Any]
                       ) -> tuple[Planning, Base, dict[str, dict[str, str]]]:
         """Create a base from a timetable transfer: grid, resources, connection modes.
@@ -319,11 +327,9 @@ class ExchangeUseCases:
         then given as ``x_ref`` (a student's ``class_ref``). Answers the ids given
         to each ref, by kind.
         """
-        from campus.application import _required_text
-
         errors: list[dict] = []
         try:
-            base_name = _required_text("name", name, 100)
+            base_name = required_text("name", name, 100)
         except Invalid as exc:
             errors += exc.errors
         try:
@@ -342,15 +348,15 @@ class ExchangeUseCases:
             raise Invalid("; ".join(f"{e['field']}: {e['message']}" for e in shown) + more, errors=shown)
 
         def body() -> tuple[Planning, Base, dict[str, dict[str, str]]]:
-            planning = self.get_planning(account_id, planning_id)
-            self._require_stopped(planning, "initialise a base from a timetable transfer")
+            planning = self.plannings.get_planning(account_id, planning_id)
+            self.bases.require_stopped(planning, "initialise a base from a timetable transfer")
             base = Base(account_id=account_id, planning_id=planning.id, name=base_name, grid=made_grid,
                         origin="transfer")
             _import(base, rows, self.now() if rows else None)
             base.set_connection_modes(modes=modes)
             planning.mount_base(base_id=base.id)
             self.save(base, planning)
-            self.base_cache.put(base)
+            self.bases.base_cache.put(base)
             return planning, base, refs
 
         return self._run(account_id, body)

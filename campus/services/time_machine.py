@@ -18,6 +18,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from campus.services.base import Service
+
+if TYPE_CHECKING:
+    from campus.services.accounts import Accounts
+    from campus.services.backups import Backups
+    from campus.services.bases import Bases
+    from campus.services.plannings import Plannings
 from campus.aggregates.planning import Planning
 from campus.aggregates.school_base import Base
 from campus.projections.timeline import BaseAt
@@ -25,8 +32,6 @@ from campus.context import context_changed
 from campus.errors import Conflict, Invalid, NotFound
 from campus.records import KINDS
 
-if TYPE_CHECKING:
-    from campus.application import CampusApplication
 
 RETENTION = timedelta(days=30)
 
@@ -39,37 +44,42 @@ class PastBase:
     position: int
 
 
-class TimeMachineUseCases:
-    """Mixed into CampusApplication."""
+class TimeMachine(Service):
+    """The past of a base: as_of reads, diffs, restores to an instant (hosting guide fiche 6)."""
 
-    def _at(self: CampusApplication, aggregate_id: UUID, instant: datetime, what: str) -> tuple[Any, int]:
+    accounts: Accounts
+    backups: Backups
+    bases: Bases
+    plannings: Plannings
+
+    def _at(self, aggregate_id: UUID, instant: datetime, what: str) -> tuple[Any, int]:
         found = self.history.version_at(aggregate_id, instant)
         if found is None:
             raise NotFound(f"{what} did not exist at {instant.isoformat()}")
         version, position = found
         return self.repository.get(aggregate_id, version=version), position
 
-    def planning_as_of(self: CampusApplication, account_id: UUID, planning_id: UUID,
+    def planning_as_of(self, account_id: UUID, planning_id: UUID,
                        instant: datetime) -> tuple[Planning, int]:
         """The planning (servers, profiles, publication…) as it was at `instant`, and the position used."""
         if instant > self.now():
             raise Invalid.field("as_of", "is in the future")
-        self.get_planning(account_id, planning_id)  # 404 for another tenant's planning
+        self.plannings.get_planning(account_id, planning_id)  # 404 for another tenant's planning
         return self._at(planning_id, instant, "the planning")
 
-    def publication_as_of(self: CampusApplication, account_id: UUID, planning_id: UUID,
+    def publication_as_of(self, account_id: UUID, planning_id: UUID,
                           instant: datetime) -> tuple[Planning, dict, int]:
         """The planning's publication as it was at `instant` (its spaces' rules from the base then)."""
-        from campus.publication import describe
+        from campus.services.publication import describe
 
         planning, position = self.planning_as_of(account_id, planning_id, instant)
         modes: dict = {}
         if planning.base_id is not None and (base := self.timeline.base_at(planning.base_id, instant)) is not None:
             modes, position = base.connection_modes, max(position, base.position)
-        account = self.get_account(account_id)
+        account = self.accounts.get_account(account_id)
         return planning, describe(planning, account.edition, account.establishment, modes), position
 
-    def base_as_of(self: CampusApplication, account_id: UUID, planning_id: UUID, instant: datetime) -> PastBase:
+    def base_as_of(self, account_id: UUID, planning_id: UUID, instant: datetime) -> PastBase:
         """The planning's base as it was at `instant` (inclusive)."""
         planning, planning_position = self.planning_as_of(account_id, planning_id, instant)
         if planning.base_id is None:
@@ -79,16 +89,16 @@ class TimeMachineUseCases:
             raise NotFound(f"the base did not exist at {instant.isoformat()}")
         return PastBase(planning, base, instant, max(planning_position, base.position))
 
-    def restore_window(self: CampusApplication, account_id: UUID, planning_id: UUID) -> tuple[datetime, datetime]:
+    def restore_window(self, account_id: UUID, planning_id: UUID) -> tuple[datetime, datetime]:
         """From 30 days ago (or the base's creation, if later) to now."""
-        planning = self.get_planning(account_id, planning_id)
+        planning = self.plannings.get_planning(account_id, planning_id)
         if planning.base_id is None:
             raise NotFound(f"planning {planning.name!r} has no base yet")
-        base = self.get_base(account_id, planning.base_id)
+        base = self.bases.get_base(account_id, planning.base_id)
         now = self.now()
         return max(now - RETENTION, base.created_on), now
 
-    def restore_base(self: CampusApplication, account_id: UUID, planning_id: UUID, *, as_of: datetime,
+    def restore_base(self, account_id: UUID, planning_id: UUID, *, as_of: datetime,
                      confirm: bool, reason: str | None = None,
                      kinds: list[str] | None = None) -> tuple[Base, datetime]:
         """Bring the planning's current base back to its state at `as_of` — all of it, or only the
@@ -101,18 +111,18 @@ class TimeMachineUseCases:
             raise Invalid.field("as_of", f"must be between {earliest.isoformat()} and {latest.isoformat()} "
                                          "(the last 30 days, not before the base existed)")
         with context_changed(reason=reason_with_kinds(reason, kinds)):
-            if self.get_planning(account_id, planning_id).in_service:
+            if self.plannings.get_planning(account_id, planning_id).in_service:
                 raise Conflict("stop the server before restoring its base (PUT …/server {\"state\": \"stopped\"})",
                                code="server_in_service")
-            self.take_backup(account_id, planning_id, before="restore")  # the way back, whatever happens
+            self.backups.take_backup(account_id, planning_id, before="restore")  # the way back, whatever happens
             self.timeline.catch_up()  # before the school's lock: inside, only what arrives meanwhile
 
             def body() -> tuple[Base, datetime]:
-                planning = self.get_planning(account_id, planning_id)
+                planning = self.plannings.get_planning(account_id, planning_id)
                 if planning.in_service:
                     raise Conflict(f"stop the server of {planning.name!r} before restoring its base "
                                    "(PUT …/server {\"state\": \"stopped\"})", code="server_in_service")
-                current = self.get_base(account_id, planning.base_id)
+                current = self.bases.get_base(account_id, planning.base_id)
                 past = self.timeline.base_at(current.id, as_of)
                 if past is None:
                     raise Invalid.field("as_of", "the base did not exist yet at that instant")
@@ -123,7 +133,7 @@ class TimeMachineUseCases:
 
             return self._run(account_id, body)
 
-    def diff_base(self: CampusApplication, account_id: UUID, planning_id: UUID, start: datetime,
+    def diff_base(self, account_id: UUID, planning_id: UUID, start: datetime,
                   end: datetime) -> dict[str, Any]:
         """Records added, changed and removed between two instants.
 

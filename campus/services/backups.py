@@ -51,6 +51,14 @@ from uuid import UUID, uuid4
 import structlog
 from eventsourcing.application import AggregateNotFoundError
 
+from campus.services.base import Service
+
+if TYPE_CHECKING:
+    from campus.services.bases import Bases
+    from campus.services.mail import Mail
+    from campus.services.plannings import Plannings
+    from campus.services.school_year import SchoolYear
+    from campus.services.time_machine import TimeMachine
 from campus.aggregates.backup import MISSING, Backup
 from campus.aggregates.core import natural_id
 from campus.aggregates.planning import Planning
@@ -58,7 +66,7 @@ from campus.aggregates.school_base import Base
 from campus.context import context_changed
 from campus.errors import CampusError, Conflict, Invalid, NotFound
 from campus.records import KINDS
-from campus.time_machine import checked_kinds, only_kinds, reason_with_kinds
+from campus.services.time_machine import checked_kinds, only_kinds, reason_with_kinds
 from campus.export_format import (
     SUFFIX,
     Annex,
@@ -68,10 +76,8 @@ from campus.export_format import (
     read_base_file,
 )
 
-if TYPE_CHECKING:
-    from campus.application import CampusApplication
 
-log = structlog.get_logger("campus.backups")
+log = structlog.get_logger("campus.services.backups")
 
 KEEP = {"save": 12, "archive": 30}
 EVERY = {"save": timedelta(hours=2), "archive": timedelta(days=1)}
@@ -323,23 +329,28 @@ def backup_filename(backup: Backup) -> str:
     return f"{backup.name}{SUFFIX}".replace("/", "-").replace(":", "")
 
 
-class BackupUseCases:
-    """Mixed into CampusApplication."""
+class Backups(Service):
+    """Saves and archives of bases: taken, listed, verified, restored, kept by the schedule (hosting guide fiche 10)."""
 
-    # -- the aggregates ------------------------------------------------------------------
-    def _backup_cache(self: CampusApplication) -> dict[UUID, Backup]:
+    bases: Bases
+    mail: Mail
+    plannings: Plannings
+    time_machine: TimeMachine
+    school_year: SchoolYear
+
+    def backup_cache(self) -> dict[UUID, Backup]:
         cache = self.__dict__.get("_backups")
         if cache is None:
             cache = self.__dict__.setdefault("_backups", {})
         return cache
 
-    def _backups_of(self: CampusApplication, account_id: UUID, planning_id: UUID) -> list[Backup]:
+    def _backups_of(self, account_id: UUID, planning_id: UUID) -> list[Backup]:
         """Every Backup of the planning (discarded ones too), oldest taken first.
 
         Discarded backups never change again and are kept in memory; live ones are
         read again (at most 42 per planning) so another process's discard is seen.
         """
-        cache = self._backup_cache()
+        cache = self.backup_cache()
         found = []
         for backup_id in self.history.aggregate_ids(str(account_id), "Backup"):
             backup = cache.get(backup_id)
@@ -351,14 +362,14 @@ class BackupUseCases:
         found.sort(key=lambda b: (b.taken_at, b.created_on))
         return found
 
-    def list_backups(self: CampusApplication, account_id: UUID, planning_id: UUID) -> list[Backup]:
+    def list_backups(self, account_id: UUID, planning_id: UUID) -> list[Backup]:
         """The saves and archives of the planning's current base, newest first."""
-        planning = self.get_planning(account_id, planning_id)
+        planning = self.plannings.get_planning(account_id, planning_id)
         return [b for b in reversed(self._backups_of(account_id, planning_id))
                 if not b.discarded and b.base_id == planning.base_id]
 
-    def get_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, backup_id: UUID) -> Backup:
-        self.get_planning(account_id, planning_id)
+    def get_backup(self, account_id: UUID, planning_id: UUID, backup_id: UUID) -> Backup:
+        self.plannings.get_planning(account_id, planning_id)
         backup = self._get(Backup, backup_id, account_id, "backup")
         if backup.planning_id != planning_id:
             raise NotFound("backup not found")
@@ -367,10 +378,10 @@ class BackupUseCases:
                            "its file is gone")
         return backup
 
-    def backup_path(self: CampusApplication, backup: Backup) -> Path:
+    def backup_path(self, backup: Backup) -> Path:
         return self.settings.snapshots_dir / backup.file
 
-    def backup_status(self: CampusApplication, backup: Backup) -> tuple[str, str | None]:
+    def backup_status(self, backup: Backup) -> tuple[str, str | None]:
         """("ok" | "damaged" | "missing", the problem's code) without reading the file: the
         full check runs before every download and restore, and in ``campus snapshots verify``."""
         if not self.backup_path(backup).is_file():
@@ -379,7 +390,7 @@ class BackupUseCases:
             return "damaged", (backup.damage or {}).get("problem")
         return "ok", None
 
-    def verified_backup_path(self: CampusApplication, backup: Backup) -> Path:
+    def verified_backup_path(self, backup: Backup) -> Path:
         """The backup's file, after checking its size and SHA-256 (410 missing, 409 altered)."""
         path = self.backup_path(backup)
         try:
@@ -394,7 +405,7 @@ class BackupUseCases:
                                    code="backup_corrupted")
         return path
 
-    def trusted_backup_path(self: CampusApplication, backup: Backup) -> Path:
+    def trusted_backup_path(self, backup: Backup) -> Path:
         """:meth:`verified_backup_path`. A file that is there but altered is logged and its backup marked
         damaged (for every server: the file is shared); a file missing from this server's snapshot
         storage is only logged, for the operator (another server may well have it: a storage problem
@@ -409,7 +420,7 @@ class BackupUseCases:
             self._report_damaged(backup, exc.code or "backup_corrupted", exc.detail)
             raise
 
-    def _report_damaged(self: CampusApplication, backup: Backup, problem: str, detail: str) -> Backup:
+    def _report_damaged(self, backup: Backup, problem: str, detail: str) -> Backup:
         """Log a bad file (never its content) and record ``Backup.FoundDamaged`` once per problem."""
         log.warning("backup_file_damaged", account_id=str(backup.account_id), backup_id=str(backup.id),
                     kind=backup.kind, file=backup.file, problem=problem)
@@ -424,14 +435,13 @@ class BackupUseCases:
         before = self.repository.get(backup.id).damage
         marked = self._run(backup.account_id, body)
         if marked.damage != before:
-            self.notify_manager(backup.account_id, "backup_problems", f"{backup.kind} {backup.name!r} is damaged",
+            self.mail.notify_manager(backup.account_id, "backup_problems", f"{backup.kind} {backup.name!r} is damaged",
                                 f"A check of the file of {backup.kind} {backup.name!r} found: {detail}.\n"
                                 "It will not be served; a restore from it is rebuilt from the event log instead.")
-        self._backup_cache()[marked.id] = marked
+        self.backup_cache()[marked.id] = marked
         return marked
 
-    # -- taking ------------------------------------------------------------------------------
-    def _record_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, snapshot: BaseFile,
+    def record_backup(self, account_id: UUID, planning_id: UUID, snapshot: BaseFile,
                        *, kind: str, name: str, taken_at: datetime, position: int, scheduled: bool,
                        kept: bool = False, backup_id: UUID | None = None) -> Backup:
         """Write the file, then save ``Backup.Taken`` while still holding the file's lock
@@ -461,10 +471,10 @@ class BackupUseCases:
                 return backup
 
             backup = self._run(account_id, body)
-        self._backup_cache()[backup.id] = backup
+        self.backup_cache()[backup.id] = backup
         return backup
 
-    def _take_slot(self: CampusApplication, planning: Planning, base_id: UUID, kind: str,
+    def _take_slot(self, planning: Planning, base_id: UUID, kind: str,
                    at: datetime) -> Backup | None:
         """Take the scheduled `kind` of the planning at the slot `at` (the base's state at `at`), unless
         it is taken already (None). Raises :class:`TimelineBehind` if the timeline cannot say yet."""
@@ -479,7 +489,7 @@ class BackupUseCases:
         relative = f"{planning.account_id}/{backup_id}{SUFFIX}"
         for attempt in (1, 2):
             try:
-                return self._record_backup(planning.account_id, planning.id, snapshot, kind=kind,
+                return self.record_backup(planning.account_id, planning.id, snapshot, kind=kind,
                                            name=f"{snapshot.name} — {kind} of {when}", taken_at=at,
                                            position=past.position, scheduled=True, backup_id=backup_id)
             except SlotTaken:
@@ -491,29 +501,28 @@ class BackupUseCases:
                     return None
         return None
 
-    def take_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, kind: str = "save",
+    def take_backup(self, account_id: UUID, planning_id: UUID, kind: str = "save",
                     before: str | None = None) -> Backup:
         """A save of the planning's current base now, on request (in service or not), or
         automatically `before` a risky operation ("restore", "load")."""
-        from campus.exchange import snapshot_of
+        from campus.services.exchange import snapshot_of
 
         if kind != "save":
             raise Invalid.field("kind", "only saves are taken on request; archives are taken every day")
-        planning = self.get_planning(account_id, planning_id)
+        planning = self.plannings.get_planning(account_id, planning_id)
         if planning.base_id is None:
             raise NotFound(f"planning {planning.name!r} has no base yet: create or load one")
         with self._reading(account_id):
             taken_at = self.now()
-            snapshot = snapshot_of(self.get_base(account_id, planning.base_id), taken_at)
+            snapshot = snapshot_of(self.bases.get_base(account_id, planning.base_id), taken_at)
             found = self.history.version_at(snapshot.base_id, taken_at)
         position = found[1] if found else 0
         what = f"save before {before}" if before else "save"
         name = f"{snapshot.name} — {what} of {taken_at:%Y-%m-%d %H:%M:%S} UTC"
-        return self._record_backup(account_id, planning_id, snapshot, kind="save", name=name,
+        return self.record_backup(account_id, planning_id, snapshot, kind="save", name=name,
                                    taken_at=taken_at, position=position, scheduled=False)
 
-    # -- the schedule ----------------------------------------------------------------------------
-    def run_due_backups(self: CampusApplication) -> list[Backup]:
+    def run_due_backups(self) -> list[Backup]:
         """Take every scheduled save and archive due, then apply retention.
 
         For each planning in service, every boundary of the window retention keeps
@@ -535,12 +544,12 @@ class BackupUseCases:
                     log.warning("scheduled_backup_failed", planning_id=str(planning_id), exc_info=True)
         return taken
 
-    def _run_due_for(self: CampusApplication, planning: Planning) -> list[Backup]:
+    def _run_due_for(self, planning: Planning) -> list[Backup]:
         account_id, base_id = planning.account_id, planning.base_id
         now = self.clock.now()
         backups = self._backups_of(account_id, planning.id)
         with self._reading(account_id):
-            created_on = self.get_base(account_id, base_id).created_on
+            created_on = self.bases.get_base(account_id, base_id).created_on
         # A slot is the planning's, whichever base it was taken of (its id says so too). Every slot of the
         # window retention keeps that is not taken is due: one a server could not take is taken later.
         taken_slots = {(b.kind, b.taken_at) for b in backups if b.scheduled}
@@ -564,7 +573,7 @@ class BackupUseCases:
             self._apply_retention(account_id, planning.id)
         return taken
 
-    def _apply_retention(self: CampusApplication, account_id: UUID, planning_id: UUID) -> list[Backup]:
+    def _apply_retention(self, account_id: UUID, planning_id: UUID) -> list[Backup]:
         """Keep the newest 12 saves and 30 archives of the planning; discard the others' files.
         Archives of a school year (``kept``) are out of the count and never discarded.
 
@@ -591,37 +600,35 @@ class BackupUseCases:
         if not candidates:
             return []
         discarded: list[Backup] = self._run(account_id, body)
-        cache = self._backup_cache()
+        cache = self.backup_cache()
         for backup in discarded:
             cache[backup.id] = backup
             self.backup_path(backup).unlink(missing_ok=True)
         return discarded
 
-    # -- one scheduler for every server --------------------------------------------------------------
-    def _scheduler(self: CampusApplication) -> Scheduler:
+    def _scheduler(self) -> Scheduler:
         scheduler = self.__dict__.get("_campus_scheduler")
         if scheduler is None:
             scheduler = self.__dict__.setdefault("_campus_scheduler", Scheduler(self))
         return scheduler
 
-    def _scheduler_lease(self: CampusApplication) -> Any:
+    def _scheduler_lease(self) -> Any:
         """The "scheduler" lease of this application (held while this process runs the schedule)."""
         return self._scheduler().lease
 
-    def start_scheduler(self: CampusApplication, stop: threading.Event, every: float = SCHEDULER_SECONDS,
+    def start_scheduler(self, stop: threading.Event, every: float = SCHEDULER_SECONDS,
                         retry: float = LEASE_RETRY_SECONDS) -> threading.Thread:
         """The thread running the schedule (saves, archives, school-year operations, clean-ups) every
         `every` seconds while this process holds the scheduler's lease, trying to take it every `retry`
         seconds otherwise, until `stop` is set. One per application: a second call gives the same thread."""
         return self._scheduler().start(stop, every, retry)
 
-    def start_backup_scheduler(self: CampusApplication, stop: threading.Event,
+    def start_backup_scheduler(self, stop: threading.Event,
                                every: float = SCHEDULER_SECONDS) -> threading.Thread:
         """The scheduler's thread (:meth:`start_scheduler`), which also runs the school-year operations."""
         return self.start_scheduler(stop, every)
 
-    # -- restoring ---------------------------------------------------------------------------------
-    def restore_from_backup(self: CampusApplication, account_id: UUID, planning_id: UUID, backup_id: UUID, *,
+    def restore_from_backup(self, account_id: UUID, planning_id: UUID, backup_id: UUID, *,
                             confirm: bool, reason: str | None = None,
                             kinds: list[str] | None = None) -> BackupRestore:
         """Bring the planning's current base back to a save or an archive.
@@ -650,16 +657,16 @@ class BackupUseCases:
                                           reason, kinds)
         state = state_of_file(loaded, backup.taken_at)
         with context_changed(reason=reason_with_kinds(reason, kinds)):
-            planning = self.get_planning(account_id, planning_id)
-            self._require_stopped(planning, "restore its base")
+            planning = self.plannings.get_planning(account_id, planning_id)
+            self.bases.require_stopped(planning, "restore its base")
             if planning.base_id == backup.base_id:
                 self.take_backup(account_id, planning_id, before="restore")  # the way back, whatever happens
 
             def body() -> BackupRestore:
-                planning = self.get_planning(account_id, planning_id)
-                self._require_stopped(planning, "restore its base")
+                planning = self.plannings.get_planning(account_id, planning_id)
+                self.bases.require_stopped(planning, "restore its base")
                 self._require_same_base(planning, backup)
-                current = self.get_base(account_id, planning.base_id)
+                current = self.bases.get_base(account_id, planning.base_id)
                 restore_state(current, only_kinds(current, state, kinds), backup.taken_at, backup.base_version)
                 self.save(current)
                 return BackupRestore(current, self.now(), backup, source="file")
@@ -672,13 +679,13 @@ class BackupUseCases:
             raise Conflict(f"backup {backup.name!r} is of another base of the planning: mount that base "
                            "first (PUT …/base)", code="other_base")
 
-    def _restore_from_log(self: CampusApplication, account_id: UUID, planning_id: UUID, backup: Backup,
+    def _restore_from_log(self, account_id: UUID, planning_id: UUID, backup: Backup,
                           what: str, reason: str | None, kinds: list[str] | None = None) -> BackupRestore:
         """The fallback: the base's state at the backup's instant, replayed from the event log."""
         at = backup.taken_at.isoformat()
-        self._require_same_base(self.get_planning(account_id, planning_id), backup)
+        self._require_same_base(self.plannings.get_planning(account_id, planning_id), backup)
         try:
-            base, restored_at = self.restore_base(account_id, planning_id, as_of=backup.taken_at, confirm=True,
+            base, restored_at = self.time_machine.restore_base(account_id, planning_id, as_of=backup.taken_at, confirm=True,
                                                   reason=reason, kinds=kinds)
         except Invalid as exc:  # outside the restore window, or before the base existed
             raise Conflict(f"the file of {backup.kind} {backup.name!r} {what} and the event log cannot stand in "
@@ -689,8 +696,7 @@ class BackupUseCases:
         warning = f"the file of {backup.kind} {backup.name!r} {what}; the base was rebuilt from the event log at {at}"
         return BackupRestore(base, restored_at, backup, source="event_log", warning=warning)
 
-    # -- the folder against the store -----------------------------------------------------------------
-    def snapshot_inventory(self: CampusApplication, *, with_missing: bool = True) -> Inventory:
+    def snapshot_inventory(self, *, with_missing: bool = True) -> Inventory:
         """Every file and unfinished write under the snapshots folder, the orphans among them
         (no live backup records them) and, if asked, the live backups without a file.
 
@@ -716,7 +722,7 @@ class BackupUseCases:
                     inventory.missing.append(backup)
         return inventory
 
-    def _live_backup_for(self: CampusApplication, relative: str) -> Backup | None:
+    def _live_backup_for(self, relative: str) -> Backup | None:
         """The live backup whose file is `relative` (``<account id>/<backup id>.campus``), if any."""
         account, _, name = relative.partition("/")
         try:
@@ -729,7 +735,7 @@ class BackupUseCases:
             return None
         return backup
 
-    def clean_snapshots(self: CampusApplication) -> dict[str, int]:
+    def clean_snapshots(self) -> dict[str, int]:
         """At start-up (the app's lifespan, before the scheduler starts): remove interrupted writes
         (``.part``) and orphan files whose writer is gone — in the process holding the scheduler's
         lease only. It takes the lease if it is free and keeps it for the scheduler started next; a
@@ -749,13 +755,13 @@ class BackupUseCases:
             scheduler.cleaned_at = time.monotonic()
         return counts
 
-    def _snapshot_grace(self: CampusApplication) -> float:
+    def _snapshot_grace(self) -> float:
         """How old a file another writer left must be before it is removed or replaced: 0 on SQLite (every
         server runs on the store's machine, where every writer's lock is seen), else
         SHARED_STORAGE_GRACE_SECONDS (servers on several machines may not see each other's locks)."""
-        return SHARED_STORAGE_GRACE_SECONDS if self.locks.is_postgres else 0.0
+        return SHARED_STORAGE_GRACE_SECONDS if self.core.locks.is_postgres else 0.0
 
-    def _clean_snapshots_now(self: CampusApplication) -> dict[str, int]:
+    def _clean_snapshots_now(self) -> dict[str, int]:
         folder = self.settings.snapshots_dir
         grace = self._snapshot_grace()
         counts = {"unfinished": 0, "orphans": 0}
@@ -771,7 +777,7 @@ class BackupUseCases:
             log.warning("snapshot_cleanup_failed", exc_info=True)
         return counts
 
-    def _remove_orphan(self: CampusApplication, relative: str, min_age: float = 0.0) -> bool:
+    def _remove_orphan(self, relative: str, min_age: float = 0.0) -> bool:
         account, _, _ = relative.partition("/")
         try:
             account_known = UUID(account) in self.repository
@@ -797,15 +803,15 @@ class Scheduler:
     Every server starts its thread. The holder runs a round every `every` seconds: the clean-up of
     the snapshots folder (when it takes the lease, then every CLEANUP_SECONDS), the due saves and
     archives (:meth:`~BackupUseCases.run_due_backups`), then the due school-year operations
-    (:meth:`~campus.school_year.SchoolYearUseCases.run_due_year_operations`). The others try the
+    (:meth:`~campus.services.school_year.SchoolYearUseCases.run_due_year_operations`). The others try the
     lease every `retry` seconds, so one takes over within seconds of the holder's death, and runs a
     round at once. The deterministic ids of scheduled backups keep a slot single even if two
     processes ever ran a round at once (a lease lost mid-round).
     """
 
-    def __init__(self, app: CampusApplication) -> None:
-        self.app = app
-        self.lease = app.locks.lease(SCHEDULER_LEASE)
+    def __init__(self, backups: Backups) -> None:
+        self.backups = backups
+        self.lease = backups.core.locks.lease(SCHEDULER_LEASE)
         self.running = threading.Lock()  # one round (or clean-up) at a time in this process
         self.cleaned_at: float | None = None  # monotonic; None: clean at the next round
         self.thread: threading.Thread | None = None
@@ -852,11 +858,11 @@ class Scheduler:
     def run_round(self) -> None:
         """One round of the schedule (the caller holds the lease). Failures are logged; the next round
         retries."""
-        work: list[tuple[str, Callable[[], Any]]] = [("backups", lambda: self.app.run_due_backups()),
-                                                     ("school_year", lambda: self.app.run_due_year_operations())]
+        work: list[tuple[str, Callable[[], Any]]] = [("backups", lambda: self.backups.run_due_backups()),
+                                                     ("school_year", lambda: self.backups.school_year.run_due_year_operations())]
         with self.running:
             if self.cleaned_at is None or time.monotonic() - self.cleaned_at >= CLEANUP_SECONDS:
-                self.app._clean_snapshots_now()
+                self.backups._clean_snapshots_now()
                 self.cleaned_at = time.monotonic()
             for name, run in work:
                 if not self.lease.held:
