@@ -45,8 +45,8 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from campus.application import CampusApplication
-from campus.clock import ManualClock, reset_clock, use_clock
-from campus.settings import Settings
+from campus.infra.clock import ManualClock, reset_clock, use_clock
+from campus.infra.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 END = datetime(2026, 11, 1, tzinfo=UTC)

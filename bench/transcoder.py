@@ -21,7 +21,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder
 
 from campus.aggregates.user import Status
-from campus.transcoder import MsgpackTranscoder
+from campus.infra.transcoder import MsgpackTranscoder
 
 
 def sample_states() -> list[dict]:

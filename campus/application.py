@@ -13,13 +13,17 @@ from typing import Any
 
 from eventsourcing.application import Application, Repository
 from eventsourcing.persistence import Transcoder
-from eventsourcing.utils import Environment
+from eventsourcing.utils import Environment, register_topic
 
-from campus.clock import Clock, SystemClock
 from campus.commands import CommandPath, CommandRepository
-from campus.locks import StoreLocks
+from campus.infra.clock import Clock, SystemClock
+from campus.infra.locks import StoreLocks
+from campus.infra.settings import Settings
+from campus.infra.transcoder import MsgpackTranscoder
 from campus.projections.history import HistoryView
 from campus.projections.timeline import TimelineView
+from campus.rules.records import Level
+from campus.rules.urls import UrlRule
 from campus.services.account_page import AccountPage
 from campus.services.accounts import Accounts
 from campus.services.backups import Backups
@@ -34,10 +38,20 @@ from campus.services.plannings import Plannings
 from campus.services.publication import Publication
 from campus.services.school_year import SchoolYear
 from campus.services.time_machine import TimeMachine
-from campus.services.user_sessions import UserSessions
+from campus.services.user_sessions import Access, ClientApplication, Mode, UserSessions
 from campus.services.users import Users
-from campus.settings import Settings
-from campus.transcoder import MsgpackTranscoder
+
+# Enums are stored by class topic (campus/infra/transcoder.py): the ones whose module moved since they
+# were first stored are registered under their old topics too, so stored events keep decoding.
+MOVED_ENUMS = {
+    "campus.records:Level": Level,  # campus/rules/records.py since issue 10
+    "campus.urls:UrlRule": UrlRule,  # campus/rules/urls.py since issue 10
+    "campus.user_sessions:Mode": Mode,  # campus/services/user_sessions.py since issue 10
+    "campus.user_sessions:Access": Access,
+    "campus.user_sessions:ClientApplication": ClientApplication,
+}
+for _topic, _enum in MOVED_ENUMS.items():
+    register_topic(_topic, _enum)
 
 # The services, by the name each is reached by (on the application, and from the services that call it).
 SERVICES: dict[str, type[Service]] = {
@@ -82,7 +96,7 @@ class CampusApplication(Application):
             if settings.uses_postgres and env.get("POSTGRES_SCHEMA"):
                 _create_schema(env)
             super().__init__(env=env)
-            self.commands = CommandPath(self)
+            self.commands = CommandPath(clock=self.clock, recorder=self.recorder, mapper=self.mapper, locks=self.locks)
             self.history = HistoryView(self)
             self.timeline = TimelineView(self)
             MailKeys.create_table(self)

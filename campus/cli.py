@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from campus.settings import Settings, operator_token_checked
+from campus.infra.settings import Settings, operator_token_checked
 
 
 def operator_token(settings: Settings) -> tuple[str, bool]:
@@ -38,7 +38,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from campus.api.app import create_app
-    from campus.logs import configure_logging
+    from campus.infra.logs import configure_logging
 
     settings = _startup_settings(args)  # one clear line and exit 1 for bad settings or an unusable data dir
     configure_logging(settings.log_format, settings.log_level)
@@ -77,7 +77,7 @@ def snapshots_verify(args: argparse.Namespace) -> int:
     ``.part`` left by an interrupted write); a server removes the last two at
     its next start. Nothing is changed.
     """
-    from campus.export_format import SUFFIX, FormatError, read_base_file
+    from campus.rules.export_format import SUFFIX, FormatError, read_base_file
 
     settings = _startup_settings(args, data_dir="read")
     folder = settings.snapshots_dir
@@ -197,7 +197,7 @@ def _inventory(settings: Settings):  # noqa: ANN202 - campus.services.backups.In
 def demo(args: argparse.Namespace) -> int:
     """Create a demo school with 30 days of activity in an empty data dir (exit 2 if it holds a store)."""
     from campus.demo import DemoRefused, build_demo, instructions
-    from campus.logs import configure_logging
+    from campus.infra.logs import configure_logging
 
     data_dir = Path(args.data_dir)
     require_data_dir(data_dir)  # one clear line and exit 1 if it cannot be created or written

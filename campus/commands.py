@@ -4,7 +4,7 @@ A command is a function that reads aggregates, checks rules, calls their
 decorated methods and ``save``\\ s them. :meth:`CommandPath.run` gives it, in
 this order:
 
-1. **the school's guard** (:mod:`campus.locks`): one command of a school at a
+1. **the school's guard** (:mod:`campus.infra.locks`): one command of a school at a
    time, in this process and in every other process on the store;
 2. **its instant**, read from the one clock *inside* the guard, raised if need be
    so it is never earlier than the last event of any aggregate it appends to
@@ -27,7 +27,7 @@ this order:
 
 On PostgreSQL the guard is a transaction-scoped advisory lock in the command's
 own transaction; the command's reads run on that same connection (see
-:class:`campus.store.CampusPostgresDatastore`) and its events are inserted in it,
+:class:`campus.infra.store.CampusPostgresDatastore`) and its events are inserted in it,
 so one commit both stores them and lets the next command of the school in. On
 SQLite the guard is a byte-range lock beside the database and the append is one
 short write transaction (holding SQLite's single write lock for a whole command
@@ -48,19 +48,29 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import structlog
 from eventsourcing.application import Repository
-from eventsourcing.persistence import IntegrityError, PersistenceError, RecordConflictError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    PersistenceError,
+    RecordConflictError,
+    StoredEvent,
+)
 
-from campus.clock import FrozenClock, InstantTooEarly, current_clock, reset_clock, use_clock
 from campus.errors import Conflict, StoreUnavailable
-from campus.store import bind_connection
-
-if TYPE_CHECKING:
-    from campus.application import CampusApplication
+from campus.infra.clock import (
+    Clock,
+    FrozenClock,
+    InstantTooEarly,
+    current_clock,
+    reset_clock,
+    use_clock,
+)
+from campus.infra.locks import StoreLocks
+from campus.infra.store import bind_connection
 
 log = structlog.get_logger("campus.commands")
 
@@ -96,14 +106,13 @@ def current_scope() -> Scope | None:
 
 
 class CommandPath:
-    def __init__(self, app: CampusApplication) -> None:
-        self.app = app
-        self.locks = app.locks
-        recorder = app.recorder
-        self.is_postgres = app.locks.is_postgres
+    def __init__(self, *, clock: Clock, recorder: Any, mapper: Any, locks: StoreLocks) -> None:
+        """`recorder` and `mapper`: the library's, of the application whose events this path appends."""
+        self.clock, self.recorder, self.mapper, self.locks = clock, recorder, mapper, locks
+        self.is_postgres = locks.is_postgres
         self.table = recorder.events_table_name
         if self.is_postgres:
-            self.qualified = f'"{app.recorder.datastore.schema}"."{self.table}"'
+            self.qualified = f'"{recorder.datastore.schema}"."{self.table}"'
         self._forgetters: list[Callable[[set[UUID]], None]] = []
         self._connections = threading.BoundedSemaphore(COMMAND_CONNECTIONS)
         self._local = threading.local()
@@ -127,7 +136,7 @@ class CommandPath:
             scope: Scope | None = None
             try:
                 with self._guard(tenant, nested) as connection:
-                    instant = self.app.clock.now()
+                    instant = self.clock.now()
                     if floor is not None and instant < floor:
                         instant = floor
                     scope = Scope(tenant, instant, connection)
@@ -181,7 +190,7 @@ class CommandPath:
             if not self._connections.acquire(timeout=GUARD_LOCK_TIMEOUT_MS / 1000):
                 raise StoreUnavailable("the server is busy; nothing was changed, retry shortly", code="server_busy")
             try:
-                datastore = self.app.recorder.datastore
+                datastore = self.recorder.datastore
                 with datastore.get_connection() as conn, conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = '{GUARD_LOCK_TIMEOUT_MS}ms'")
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.locks.school_key(tenant),))
@@ -211,7 +220,7 @@ class CommandPath:
     def now(self) -> datetime:
         """The running command's instant, or the clock's outside a command."""
         clock = current_clock()
-        return clock.now() if isinstance(clock, FrozenClock) else self.app.clock.now()
+        return clock.now() if isinstance(clock, FrozenClock) else self.clock.now()
 
     # -- inside a command ---------------------------------------------------------------------------
     def collect(self, scope: Scope, aggregates: tuple[Any, ...]) -> None:
@@ -229,7 +238,7 @@ class CommandPath:
         if scope is not None:
             scope.writes.append(write)
             return
-        with self.app.recorder.datastore.transaction(commit=True) as curs:
+        with self.recorder.datastore.transaction(commit=True) as curs:
             write(curs)
 
     def after_commit(self, action: Callable[[], None]) -> None:
@@ -248,12 +257,12 @@ class CommandPath:
 
     # -- the append -----------------------------------------------------------------------------------
     def _append(self, scope: Scope) -> None:
-        stored = [self.app.mapper.to_stored_event(e) for e in scope.events]
+        stored = [self.mapper.to_stored_event(e) for e in scope.events]
         if scope.connection is not None:
             with scope.connection.cursor() as curs:
                 self._insert(curs, scope, stored)
             return
-        with self.app.recorder.datastore.transaction(commit=True) as curs:
+        with self.recorder.datastore.transaction(commit=True) as curs:
             self._insert(curs, scope, stored)
 
     def _insert(self, curs: Any, scope: Scope, stored: list[StoredEvent]) -> None:

@@ -29,11 +29,11 @@ from uuid import UUID, uuid4
 from campus.aggregates.planning import Profile
 from campus.aggregates.user import Status
 from campus.application import CampusApplication
-from campus.clock import ManualClock, SystemClock
-from campus.context import RequestContext, reset_context, set_context
 from campus.errors import CampusError
-from campus.security import generate_password
-from campus.settings import Settings
+from campus.infra.clock import ManualClock, SystemClock
+from campus.infra.context import RequestContext, reset_context, set_context
+from campus.infra.settings import Settings
+from campus.rules.security import generate_password
 
 DAYS = 30
 ESTABLISHMENT = "Collège de démonstration"

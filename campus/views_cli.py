@@ -74,7 +74,7 @@ class Progress:
 
 def rebuild_command(args: argparse.Namespace) -> int:
     from campus.cli import _has_store, _startup_settings
-    from campus.logs import configure_logging
+    from campus.infra.logs import configure_logging
 
     settings = _startup_settings(args, data_dir="read")
     configure_logging(settings.log_format, "warning")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from pg_support import PG_DSN, drop_schema, new_schema, postgres_or_skip
 
-from campus.clock import ManualClock
-from campus.settings import Settings
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 
 OPERATOR_TOKEN = "operator-test-token-0123456789-abcdefghij"  # 32+ characters, as `campus serve` requires
 

@@ -9,7 +9,6 @@ from eventsourcing.domain import event
 
 from campus.aggregates.core import CampusAggregate, natural_id
 
-
 # The e-mails a hosting manager can choose to receive (all wanted until he says otherwise).
 NOTIFICATIONS = {
     "version_change": "the next version and its pre-release are available (hosting guide fiche 12)",

@@ -2,8 +2,8 @@
 
 Each event carries, besides the library's id, version and timestamp:
 ``meta`` = ``{"actor", "request_id", "client_address", "tenant", "reason"?}``.
-The timestamp comes from the one clock (:mod:`campus.clock`); the rest from the
-request context (:mod:`campus.context`); the tenant from the aggregate itself.
+The timestamp comes from the one clock (:mod:`campus.infra.clock`); the rest from the
+request context (:mod:`campus.infra.context`); the tenant from the aggregate itself.
 
 Decorated ``@event`` methods only assign state: they run again on every replay.
 """
@@ -16,8 +16,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, Snapshot
 
-from campus.clock import FrozenClock, InstantTooEarly, current_clock
-from campus.context import current_context
+from campus.infra.clock import FrozenClock, InstantTooEarly, current_clock
+from campus.infra.context import current_context
 
 # Natural keys become uuid5 ids in this namespace, so a duplicate fails atomically.
 CAMPUS_NS = uuid5(NAMESPACE_URL, "urn:campus:ids")

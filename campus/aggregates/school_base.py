@@ -14,7 +14,7 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from campus.aggregates.core import CampusAggregate
-from campus.records import KINDS
+from campus.rules.records import KINDS
 
 
 class Base(CampusAggregate):

@@ -12,25 +12,32 @@ import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from campus.api import backups, exchange, me, school  # noqa: F401 - they register their routes on `api`
-from campus.api import account, school_year  # noqa: F401 - the account page, the school-year change
-from campus.api import publication  # noqa: F401 - registers the publication routes on `api`
-from campus.api import connections, security  # noqa: F401 - fiche 11: connections, seats, suspended addresses
-from campus.api import mail  # noqa: F401 - Campus fiches 10-11: mail accounts, connection details, outbox
+from campus.api import (  # noqa: F401 - they register their routes on `api`  # noqa: F401 - the account page, the school-year change  # noqa: F401 - fiche 11: connections, seats, suspended addresses
+    account,
+    backups,
+    connections,
+    exchange,
+    mail,  # noqa: F401 - Campus fiches 10-11: mail accounts, connection details, outbox
+    me,
+    publication,  # noqa: F401 - registers the publication routes on `api`
+    school,
+    school_year,
+    security,
+)
 from campus.api.handlers import api
 from campus.api.middleware import RequestContextMiddleware
 from campus.api.openapi import campus_version
 from campus.api.problems import EXCEPTION_HANDLERS
 from campus.application import CampusApplication
-from campus.clock import Clock
-from campus.settings import Settings
+from campus.infra.clock import Clock
+from campus.infra.settings import Settings
 
 log = structlog.get_logger("campus")
 
 
 def _settings_from_environment() -> Settings:
     from campus.cli import operator_token
-    from campus.logs import configure_logging
+    from campus.infra.logs import configure_logging
 
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)

@@ -13,8 +13,8 @@ from campus.api import schemas as s
 from campus.api.exchange import attachment
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
+from campus.rules.export_format import MEDIA_TYPE
 from campus.services.backups import backup_filename
-from campus.export_format import MEDIA_TYPE
 
 
 class NewBackup(s.Strict):

@@ -29,8 +29,8 @@ from campus.api.routing import (
 )
 from campus.api.school import base_view
 from campus.errors import Invalid
-from campus.export_format import MAX_ANNEX_BYTES, MEDIA_TYPE, SPACES, SUFFIX
-from campus.settings import Settings
+from campus.infra.settings import Settings
+from campus.rules.export_format import MAX_ANNEX_BYTES, MEDIA_TYPE, SPACES, SUFFIX
 
 log = structlog.get_logger("campus.api")
 

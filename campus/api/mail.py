@@ -15,7 +15,7 @@ from campus.aggregates.mail import MailAccount, MailMessage
 from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
-from campus.letters import PLACEHOLDERS
+from campus.rules.letters import PLACEHOLDERS
 from campus.services.mail import CODE_ATTEMPTS, RESEND_AFTER, LetterTemplateView
 
 

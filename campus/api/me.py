@@ -10,7 +10,7 @@ from campus.aggregates.user import DirectoryUser, SecurityMeasure
 from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
-from campus.text import VISIBLE
+from campus.rules.text import VISIBLE
 from campus.services.user_sessions import Access, ClientApplication, Mode
 
 Station = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,

@@ -2,7 +2,7 @@
 
 For each HTTP request it sets the request id (the client's ``X-Request-ID`` when
 it is a sane token, else a new one), the client address, and the default actor
-``anonymous`` in :mod:`campus.context`, echoes the request id in the response,
+``anonymous`` in :mod:`campus.infra.context`, echoes the request id in the response,
 adds the security headers (:data:`SECURITY_HEADERS`) to every answer, and writes
 one log line when the response is complete. The log line never holds a body, a
 query string or a header value other than the id. A client that goes away before
@@ -37,7 +37,7 @@ import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from campus.context import RequestContext, reset_context, set_context
+from campus.infra.context import RequestContext, reset_context, set_context
 
 log = structlog.get_logger("campus.access")
 SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")

@@ -7,12 +7,11 @@ from typing import Any
 
 import orjson
 import structlog
+from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-
-from eventsourcing.persistence import PersistenceError
 
 from campus.errors import CampusError
 

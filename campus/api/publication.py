@@ -11,7 +11,14 @@ from pydantic import Field, StrictBool, StringConstraints
 from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
-from campus.services.publication import DELEGATION_NAME_MAX, FONT_SIZES, HEIGHTS, PROTOCOLS, TITLE_MAX, URL_FIELDS
+from campus.services.publication import (
+    DELEGATION_NAME_MAX,
+    FONT_SIZES,
+    HEIGHTS,
+    PROTOCOLS,
+    TITLE_MAX,
+    URL_FIELDS,
+)
 
 Url = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 TAG = "publication"

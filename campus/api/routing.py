@@ -29,10 +29,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from campus.api.middleware import CLIENT_CLOSED_REQUEST
-from campus.commands import store_unavailable
 from campus.api.problems import from_campus_error, problem, validation_errors
-from campus.context import current_context, set_actor
-from campus.errors import CampusError, Forbidden, Invalid, Malformed, TooLarge, Unauthenticated
+from campus.commands import store_unavailable
+from campus.errors import (
+    CampusError,
+    Forbidden,
+    Invalid,
+    Malformed,
+    TooLarge,
+    Unauthenticated,
+)
+from campus.infra.context import current_context, set_actor
 
 if TYPE_CHECKING:
     from campus.aggregates.account import HostingAccount

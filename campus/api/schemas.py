@@ -19,9 +19,9 @@ from pydantic import (
 )
 
 from campus.aggregates.user import Status
-from campus.text import VISIBLE
+from campus.rules.text import VISIBLE
 
-# Required text: invisible-only values (zero-width, control, every kind of space) are refused (campus/text.py).
+# Required text: invisible-only values (zero-width, control, every kind of space) are refused (campus/rules/text.py).
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), VISIBLE]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), VISIBLE]
 Login = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]

@@ -12,8 +12,8 @@ from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
 from campus.api.views import planning_view
 from campus.errors import Invalid
-from campus.grid import grid_view
-from campus.records import KINDS, record_json
+from campus.rules.grid import grid_view
+from campus.rules.records import KINDS, record_json
 
 
 def base_view(base: Base, planning_base_id: UUID | None = None) -> dict[str, Any]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from campus.services.account_page import contact_of
 from campus.aggregates.account import HostingAccount
 from campus.aggregates.controller import Controller
 from campus.aggregates.planning import Planning
 from campus.aggregates.user import DirectoryUser
+from campus.services.account_page import contact_of
 
 
 def account_view(a: HostingAccount) -> dict[str, Any]:

@@ -60,8 +60,8 @@ from typing import Any
 import structlog
 
 from campus.errors import StoreUnavailable
+from campus.infra.store import bind_connection
 from campus.projections.tables import StoreTables
-from campus.store import bind_connection
 
 BATCH = 500  # events per projection transaction
 GAP_MARGIN_SECONDS = 1.0  # PostgreSQL: a gap is settled no sooner than this after it was first seen

@@ -36,8 +36,8 @@ from uuid import UUID
 import orjson
 import structlog
 
+from campus.infra.redaction import redact
 from campus.projections.follower import ProjectedView
-from campus.redaction import redact
 
 if TYPE_CHECKING:
     from eventsourcing.application import Application

@@ -46,7 +46,7 @@ import structlog
 from campus.aggregates.school_base import Base
 from campus.projections.follower import ProjectedView
 from campus.projections.history import iso
-from campus.records import KINDS
+from campus.rules.records import KINDS
 
 if TYPE_CHECKING:
     from eventsourcing.application import Application

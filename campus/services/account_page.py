@@ -1,8 +1,8 @@
-"""The account page ("Mon compte", hosting guide fiche 12). Mixed into CampusApplication.
+"""The account page ("Mon compte", hosting guide fiche 12).
 
 What the manager reads there and cannot change — client reference, hosting
 number, licence (expiry, seats, formula, options) — is the operator's to set
-(:meth:`AccountPageUseCases.change_contract`). What he changes himself: his
+(:meth:`AccountPage.change_contract`). What he changes himself: his
 contact details, the e-mails he wants, and the version-change choice. Each
 change is an event on :class:`HostingAccount`; a change that changes nothing
 records nothing.
@@ -15,14 +15,13 @@ from uuid import UUID
 
 import phonenumbers
 
+from campus.aggregates.account import LICENCE_OPTIONS, NOTIFICATIONS, HostingAccount
+from campus.errors import Invalid
 from campus.services.base import Service, check_if_match
+from campus.services.school_year import validate_version_change
 
 if TYPE_CHECKING:
     from campus.services.accounts import Accounts
-from campus.aggregates.account import LICENCE_OPTIONS, NOTIFICATIONS, HostingAccount
-from campus.errors import Invalid
-from campus.services.school_year import validate_version_change
-
 
 # Numbers written without a country code are read as French ones (the seeds' schools).
 DEFAULT_PHONE_REGION = "FR"

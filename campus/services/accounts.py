@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-
-
-from campus.aggregates.account import HostingAccount
-from campus.aggregates.account import account_id_for
-from campus.aggregates.account import default_licence
-from campus.aggregates.controller import Controller
-from campus.aggregates.planning import DEFAULT_TIME_ZONE
-from campus.aggregates.planning import Planning
-from campus.errors import Conflict
-from campus.errors import NotFound
-from campus.security import generate_password
-from campus.security import hash_secret
-from campus.security import random_digits
-from eventsourcing.application import AggregateNotFoundError
-from uuid import UUID
 import hmac
 from dataclasses import dataclass
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from campus.aggregates.account import HostingAccount, account_id_for, default_licence
+from campus.aggregates.controller import Controller
+from campus.aggregates.planning import DEFAULT_TIME_ZONE, Planning
+from campus.errors import Conflict, NotFound
+from campus.rules.security import generate_password, hash_secret, random_digits
 from campus.services.base import Service
 
 

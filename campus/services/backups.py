@@ -1,4 +1,4 @@
-"""Saves and archives of bases (hosting guide fiches 6, 10, 12). Mixed into CampusApplication.
+"""Saves and archives of bases (hosting guide fiches 6, 10, 12).
 
 A backup is a campus-base file (docs/EXPORT_FORMAT.md) of a base's state at an
 instant, written atomically under ``<snapshots_dir>/<account id>/<backup id>.campus``
@@ -51,23 +51,13 @@ from uuid import UUID, uuid4
 import structlog
 from eventsourcing.application import AggregateNotFoundError
 
-from campus.services.base import Service
-
-if TYPE_CHECKING:
-    from campus.services.bases import Bases
-    from campus.services.mail import Mail
-    from campus.services.plannings import Plannings
-    from campus.services.school_year import SchoolYear
-    from campus.services.time_machine import TimeMachine
 from campus.aggregates.backup import MISSING, Backup
 from campus.aggregates.core import natural_id
 from campus.aggregates.planning import Planning
 from campus.aggregates.school_base import Base
-from campus.context import context_changed
 from campus.errors import CampusError, Conflict, Invalid, NotFound
-from campus.records import KINDS
-from campus.services.time_machine import checked_kinds, only_kinds, reason_with_kinds
-from campus.export_format import (
+from campus.infra.context import context_changed
+from campus.rules.export_format import (
     SUFFIX,
     Annex,
     BaseFile,
@@ -75,9 +65,18 @@ from campus.export_format import (
     prepare,
     read_base_file,
 )
+from campus.rules.records import KINDS
+from campus.services.base import Service
+from campus.services.time_machine import checked_kinds, only_kinds, reason_with_kinds
 
+if TYPE_CHECKING:
+    from campus.services.bases import Bases
+    from campus.services.mail import Mail
+    from campus.services.plannings import Plannings
+    from campus.services.school_year import SchoolYear
+    from campus.services.time_machine import TimeMachine
 
-log = structlog.get_logger("campus.services.backups")
+log = structlog.get_logger("campus.backups")
 
 KEEP = {"save": 12, "archive": 30}
 EVERY = {"save": timedelta(hours=2), "archive": timedelta(days=1)}
@@ -797,13 +796,13 @@ class Backups(Service):
 
 class Scheduler:
     """The schedule of one application, run by one process of the store at a time: the holder of the
-    "scheduler" lease (:mod:`campus.locks`: a PostgreSQL session advisory lock, or a byte lock on the
+    "scheduler" lease (:mod:`campus.infra.locks`: a PostgreSQL session advisory lock, or a byte lock on the
     SQLite lease file; either ends with the process, even killed).
 
     Every server starts its thread. The holder runs a round every `every` seconds: the clean-up of
     the snapshots folder (when it takes the lease, then every CLEANUP_SECONDS), the due saves and
-    archives (:meth:`~BackupUseCases.run_due_backups`), then the due school-year operations
-    (:meth:`~campus.services.school_year.SchoolYearUseCases.run_due_year_operations`). The others try the
+    archives (:meth:`~Backups.run_due_backups`), then the due school-year operations
+    (:meth:`~campus.services.school_year.SchoolYear.run_due_year_operations`). The others try the
     lease every `retry` seconds, so one takes over within seconds of the holder's death, and runs a
     round at once. The deterministic ids of scheduled backups keep a slot single even if two
     processes ever ran a round at once (a lease lost mid-round).

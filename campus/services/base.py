@@ -12,13 +12,13 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from campus.aggregates.core import CampusAggregate
-from campus.clock import Clock, FrozenClock, current_clock, reset_clock, use_clock
 from campus.commands import CommandPath
 from campus.errors import NotFound, PreconditionFailed
-from campus.locks import StoreLocks
+from campus.infra.clock import Clock, FrozenClock, current_clock, reset_clock, use_clock
+from campus.infra.locks import StoreLocks
+from campus.infra.settings import Settings
 from campus.projections.history import HistoryView
 from campus.projections.timeline import TimelineView
-from campus.settings import Settings
 
 A = TypeVar("A", bound=CampusAggregate)
 T = TypeVar("T")

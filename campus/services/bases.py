@@ -1,4 +1,4 @@
-"""Use cases of bases and their records (a part of :class:`CampusApplication`).
+"""Use cases of bases and their records.
 
 Bases are read and changed under the tenant's lock, from a small cache of
 replayed bases that is brought up to date from the store before each use
@@ -16,7 +16,12 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
 
-from campus.text import required_text
+from campus.aggregates.planning import Planning
+from campus.aggregates.school_base import Base
+from campus.errors import Conflict, Invalid, NotFound
+from campus.rules.grid import make_grid
+from campus.rules.records import KINDS, REFERRERS, Kind, kind_of, validate_fields
+from campus.rules.text import required_text
 from campus.services.base import Core, Service, check_if_match
 
 if TYPE_CHECKING:
@@ -25,12 +30,6 @@ if TYPE_CHECKING:
     from campus.services.publication import Publication
     from campus.services.time_machine import TimeMachine
     from campus.services.users import Users
-from campus.aggregates.planning import Planning
-from campus.aggregates.school_base import Base
-from campus.errors import Conflict, Invalid, NotFound
-from campus.grid import make_grid
-from campus.records import KINDS, REFERRERS, Kind, kind_of, validate_fields
-
 
 BASE_CACHE_SIZE = 64
 MAX_PAGE = 1000

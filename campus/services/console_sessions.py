@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from campus.aggregates.account import HostingAccount
-from campus.aggregates.account import account_id_for
-from campus.aggregates.session import ConsoleSession
-from campus.aggregates.session import console_session_id_for
-from campus.context import set_actor
-from campus.errors import NotFound
-from campus.errors import Unauthenticated
-from campus.services.login_guard import FailureKind
-from campus.security import new_token
-from campus.security import token_digest
-from campus.security import verify_secret
-from datetime import timedelta
 from eventsourcing.application import AggregateNotFoundError
-from dataclasses import dataclass
+
+from campus.aggregates.account import HostingAccount, account_id_for
+from campus.aggregates.session import ConsoleSession, console_session_id_for
+from campus.errors import NotFound, Unauthenticated
+from campus.infra.context import set_actor
+from campus.rules.security import new_token, token_digest, verify_secret
 from campus.services.base import Service
+from campus.services.login_guard import FailureKind
 
 if TYPE_CHECKING:
     from campus.services.accounts import Accounts
     from campus.services.login_guard import LoginGuard
+
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from campus.aggregates.controller import CONTROLLER_PORT
-from campus.aggregates.controller import Controller
-from campus.aggregates.domain_name import DomainName
-from campus.aggregates.domain_name import domain_claim_id
-from campus.errors import Conflict
-from campus.errors import Invalid
-from eventsourcing.application import AggregateNotFoundError
-from uuid import UUID
 import re
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from campus.aggregates.controller import CONTROLLER_PORT, Controller
+from campus.aggregates.domain_name import DomainName, domain_claim_id
+from campus.errors import Conflict, Invalid
 from campus.services.base import Service
 
 if TYPE_CHECKING:
     from campus.services.accounts import Accounts
     from campus.services.users import Users
+
 
 DOMAIN_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 

@@ -1,8 +1,8 @@
 """Moving bases and users in and out: export files, loads, annexes, users file,
-timetable transfers (hosting guide fiches 5 and 7). Mixed into CampusApplication.
+timetable transfers (hosting guide fiches 5 and 7).
 
 * **Export**: a consistent copy of the base is taken under the tenant's lock,
-  then written as a campus-base file (:mod:`campus.export_format`) outside it.
+  then written as a campus-base file (:mod:`campus.rules.export_format`) outside it.
 * **Load**: the file is read and checked in full *before* the lock is taken;
   then one command creates the base (origin ``loaded``), imports the records
   in events of :data:`IMPORT_CHUNK`, adds the annexes and connection modes,
@@ -34,20 +34,11 @@ from pydantic import (
     model_validator,
 )
 
-from campus.text import required_text
-from campus.services.base import Service
-
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.backups import Backups
-    from campus.services.bases import Bases
-    from campus.services.plannings import Plannings
-    from campus.services.users import Users
 from campus.aggregates.planning import Planning, Profile
 from campus.aggregates.school_base import Base
 from campus.aggregates.user import DirectoryUser, Status, user_id_for
 from campus.errors import Conflict, Invalid, NotFound, TooLarge
-from campus.export_format import (
+from campus.rules.export_format import (
     MAX_ANNEX_BYTES,
     Annex,
     BaseFile,
@@ -59,10 +50,17 @@ from campus.export_format import (
     validate_connection_modes,
     validate_content_type,
 )
-from campus.grid import make_grid
-from campus.records import KINDS, validate_fields
-from campus.text import BLANK_MESSAGE, VISIBLE, is_blank
+from campus.rules.grid import make_grid
+from campus.rules.records import KINDS, validate_fields
+from campus.rules.text import BLANK_MESSAGE, VISIBLE, is_blank, required_text
+from campus.services.base import Service
 
+if TYPE_CHECKING:
+    from campus.services.accounts import Accounts
+    from campus.services.backups import Backups
+    from campus.services.bases import Bases
+    from campus.services.plannings import Plannings
+    from campus.services.users import Users
 
 IMPORT_CHUNK = 1000  # records per RecordsImported event
 USERS_FORMAT = "campus-users"

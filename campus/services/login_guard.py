@@ -2,10 +2,10 @@
 
 Every login path of campus (the hosting manager's console, a directory user's
 password, a user's PIN, the invoice number of a first console login, a mail
-account's secret answer) calls :meth:`LoginGuardUseCases.refuse_if_suspended`
+account's secret answer) calls :meth:`LoginGuard.refuse_if_suspended`
 before anything else, then checks each secret with
-:meth:`LoginGuardUseCases.check_secret`. The operator's bearer token goes through
-:meth:`LoginGuardUseCases.authenticate_operator`.
+:meth:`LoginGuard.check_secret`. The operator's bearer token goes through
+:meth:`LoginGuard.authenticate_operator`.
 
 **An attempt is counted before its secret is checked.** ``check_secret`` first
 adds one to the attempts in flight of its scopes and reads the counters back:
@@ -61,18 +61,28 @@ from uuid import UUID
 import structlog
 from eventsourcing.application import AggregateNotFoundError
 
+from campus.aggregates.address import (
+    ClientAddress,
+    SuspensionDay,
+    client_address_id_for,
+    suspension_day_id_for,
+)
+from campus.errors import (
+    CampusError,
+    Invalid,
+    NotFound,
+    TooManyRequests,
+    Unauthenticated,
+)
+from campus.infra.context import current_context
+from campus.infra.settings import MIN_OPERATOR_TOKEN_LENGTH
+from campus.projections.tables import StoreTables
+from campus.rules.security import verify_secret
 from campus.services.base import Core, Service
 
 if TYPE_CHECKING:
     from campus.services.accounts import Accounts
     from campus.services.mail import Mail
-from campus.aggregates.address import ClientAddress, SuspensionDay, client_address_id_for, suspension_day_id_for
-from campus.context import current_context
-from campus.errors import CampusError, Invalid, NotFound, TooManyRequests, Unauthenticated
-from campus.projections.tables import StoreTables
-from campus.security import verify_secret
-from campus.settings import MIN_OPERATOR_TOKEN_LENGTH
-
 
 log = structlog.get_logger("campus.security")
 

@@ -1,4 +1,4 @@
-"""Mail (Campus fiches 10 and 11). Mixed into CampusApplication.
+"""Mail (Campus fiches 10 and 11).
 
 * **Mail accounts**, personal or establishment, secured by a secret question
   (the answer kept as an argon2id hash) and verified by a 6-digit code e-mailed
@@ -46,15 +46,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError
 
-from campus.services.base import Core, Service, check_if_match
-
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.controllers import Controllers
-    from campus.services.login_guard import LoginGuard
-    from campus.services.users import Users
-from campus.services.login_guard import FailureKind
-from campus.projections.tables import StoreTables
 from campus.aggregates.core import CampusAggregate
 from campus.aggregates.mail import (
     ACCOUNT_KINDS,
@@ -66,13 +57,28 @@ from campus.aggregates.mail import (
     mail_account_id_for,
 )
 from campus.aggregates.user import DirectoryUser
-from campus.context import RequestContext, context_changed, set_context
 from campus.errors import Conflict, Forbidden, Invalid, NotFound, TooManyRequests
-from campus.letters import DEFAULT_BODY, DEFAULT_TITLE, NEEDS_DOMAIN, fill, render_pdf, validate_template
-from campus.security import hash_secret, verify_secret
+from campus.infra.context import RequestContext, context_changed, set_context
+from campus.projections.tables import StoreTables
+from campus.rules.letters import (
+    DEFAULT_BODY,
+    DEFAULT_TITLE,
+    NEEDS_DOMAIN,
+    fill,
+    render_pdf,
+    validate_template,
+)
+from campus.rules.security import hash_secret, verify_secret
+from campus.services.base import Core, Service, check_if_match
+from campus.services.login_guard import FailureKind
 
+if TYPE_CHECKING:
+    from campus.services.accounts import Accounts
+    from campus.services.controllers import Controllers
+    from campus.services.login_guard import LoginGuard
+    from campus.services.users import Users
 
-log = structlog.get_logger("campus.services.mail")
+log = structlog.get_logger("campus.mail")
 
 CODE_DIGITS = 6
 CODE_LIFETIME = timedelta(minutes=15)
@@ -118,8 +124,8 @@ def _iso(instant: datetime) -> str:
 
 
 def _text(field: str, value: str, limit: int) -> str:
-    """Runs of spaces as one; 422 if nothing visible is left (campus/text.py)."""
-    from campus.text import required_text
+    """Runs of spaces as one; 422 if nothing visible is left (campus/rules/text.py)."""
+    from campus.rules.text import required_text
 
     return required_text(field, " ".join(value.split()), limit)
 

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from campus.aggregates.account import HostingAccount
 from campus.aggregates.core import CampusAggregate
-from campus.aggregates.planning import FIRST_PLANNING_PORT
-from campus.aggregates.planning import Planning
-from campus.aggregates.planning import Profile
+from campus.aggregates.planning import FIRST_PLANNING_PORT, Planning, Profile
 from campus.aggregates.user import DirectoryUser
-from campus.errors import Conflict, Invalid
-from campus.errors import NotFound
-from typing import Any
-from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
-from campus.text import required_text
+from campus.errors import Conflict, Invalid, NotFound
+from campus.rules.text import required_text
 from campus.services.base import Service
 
 if TYPE_CHECKING:
     from campus.services.accounts import Accounts
     from campus.services.controllers import Controllers
     from campus.services.users import Users
+
 
 
 def validate_time_zone(name: Any) -> None:

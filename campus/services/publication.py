@@ -1,4 +1,4 @@
-"""Publication of a planning's web spaces and delegated authentication (a part of :class:`CampusApplication`).
+"""Publication of a planning's web spaces and delegated authentication.
 
 Hosting guide fiche 8: the spaces of the base in service are published on the
 internet, or not ("Base publiée" / "Arrêter la publication"); each space has a
@@ -12,11 +12,11 @@ Rules kept here (docs/PUBLICATION.md explains each):
 
 * publishing needs the .net licence switched on and the server in service;
   putting the server in service publishes, in the same command
-  (:meth:`PublicationUseCases._publish_with_server`);
+  (:meth:`Publication.publish_with_server`);
 * settings and delegations change only while the publication is stopped (409);
 * a space that no connection mode of the base may use (the timetable transfer's
   rules, ``Base.connection_modes``) cannot be switched on (409);
-* every URL is checked by :mod:`campus.urls` and never fetched.
+* every URL is checked by :mod:`campus.rules.urls` and never fetched.
 """
 
 from __future__ import annotations
@@ -27,19 +27,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
-from campus.text import required_text
+from campus.aggregates.planning import Planning
+from campus.errors import Conflict, Invalid, NotFound
+from campus.rules.export_format import CONNECTION_MODES
+from campus.rules.text import BLANK_MESSAGE, required_text, visible_strip
+from campus.rules.urls import check_url
 from campus.services.base import Service
 
 if TYPE_CHECKING:
     from campus.services.accounts import Accounts
     from campus.services.bases import Bases
     from campus.services.plannings import Plannings
-from campus.aggregates.planning import Planning
-from campus.errors import Conflict, Invalid, NotFound
-from campus.export_format import CONNECTION_MODES
-from campus.text import BLANK_MESSAGE, visible_strip
-from campus.urls import check_url
-
 
 
 @dataclass(frozen=True)
@@ -461,7 +459,7 @@ def _settings_delta(planning: Planning, current: dict, checked: dict[str, Any]) 
 
 
 def _checked_delegation_urls(protocol: str, urls: dict[str, str | None]) -> dict[str, str]:
-    """The URLs the protocol takes, each checked by campus.urls; every problem reported at once."""
+    """The URLs the protocol takes, each checked by campus.rules.urls; every problem reported at once."""
     given = {k: v for k, v in urls.items() if v is not None}
     errors: list[dict] = []
     if protocol == "cas":

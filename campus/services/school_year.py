@@ -1,4 +1,4 @@
-"""The school-year change (hosting guide fiches 2, 6 and 12). Mixed into CampusApplication.
+"""The school-year change (hosting guide fiches 2, 6 and 12).
 
 Every summer, for each planning that has a base, in the planning's time zone:
 
@@ -37,6 +37,14 @@ from zoneinfo import ZoneInfo
 import structlog
 from eventsourcing.application import AggregateNotFoundError
 
+from campus.aggregates.account import DEFAULT_VERSION_CHANGE, HostingAccount
+from campus.aggregates.backup import Backup
+from campus.aggregates.planning import Planning
+from campus.aggregates.school_base import Base
+from campus.aggregates.school_year import YearChange, year_change_id
+from campus.errors import Conflict, Invalid, NotFound
+from campus.infra.context import context_changed
+from campus.services.backups import EVERY, boundaries
 from campus.services.base import Service
 
 if TYPE_CHECKING:
@@ -45,17 +53,8 @@ if TYPE_CHECKING:
     from campus.services.bases import Bases
     from campus.services.mail import Mail
     from campus.services.plannings import Plannings
-from campus.aggregates.account import DEFAULT_VERSION_CHANGE, HostingAccount
-from campus.aggregates.backup import Backup
-from campus.aggregates.planning import Planning
-from campus.aggregates.school_base import Base
-from campus.aggregates.school_year import YearChange, year_change_id
-from campus.services.backups import EVERY, boundaries
-from campus.context import context_changed
-from campus.errors import Conflict, Invalid, NotFound
 
-
-log = structlog.get_logger("campus.services.school_year")
+log = structlog.get_logger("campus.school_year")
 
 # (month, day) of each scheduled operation, at 00:00 in the planning's time zone.
 YEAR_ARCHIVE_ON = (7, 1)
@@ -608,7 +607,7 @@ class SchoolYear(Service):
 
     def start_year_scheduler(self, stop: threading.Event,
                              every: float = SCHEDULER_SECONDS) -> threading.Thread:
-        """The scheduler's thread (:meth:`~campus.services.backups.BackupUseCases.start_scheduler`): in the process
+        """The scheduler's thread (:meth:`~campus.services.backups.Backups.start_scheduler`): in the process
         holding the "scheduler" lease it calls :meth:`run_due_year_operations` every minute, after the
         due saves and archives; the same thread as ``start_backup_scheduler`` gives."""
         return self.backups.start_scheduler(stop, every)

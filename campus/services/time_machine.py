@@ -1,4 +1,4 @@
-"""Reading the past and restoring it (a part of :class:`CampusApplication`).
+"""Reading the past and restoring it.
 
 The state of a base "as of" an instant T is the state after its last event
 stamped at or before T (inclusive). It is read from the timeline
@@ -18,6 +18,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from campus.aggregates.planning import Planning
+from campus.aggregates.school_base import Base
+from campus.errors import Conflict, Invalid, NotFound
+from campus.infra.context import context_changed
+from campus.projections.timeline import BaseAt
+from campus.rules.records import KINDS
 from campus.services.base import Service
 
 if TYPE_CHECKING:
@@ -25,13 +31,6 @@ if TYPE_CHECKING:
     from campus.services.backups import Backups
     from campus.services.bases import Bases
     from campus.services.plannings import Plannings
-from campus.aggregates.planning import Planning
-from campus.aggregates.school_base import Base
-from campus.projections.timeline import BaseAt
-from campus.context import context_changed
-from campus.errors import Conflict, Invalid, NotFound
-from campus.records import KINDS
-
 
 RETENTION = timedelta(days=30)
 

@@ -26,8 +26,22 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from campus.text import required_text
+from campus.aggregates.core import natural_id
+from campus.aggregates.domain_name import DomainName, domain_claim_id
+from campus.aggregates.planning import Planning, Profile
+from campus.aggregates.session import (
+    ConnectionBoard,
+    UserSession,
+    connection_board_id_for,
+    user_session_id_for,
+)
+from campus.aggregates.user import DirectoryUser, SecurityMeasure, user_id_for
+from campus.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from campus.infra.context import current_context, set_actor
+from campus.rules.security import hash_secret, new_token, token_digest
+from campus.rules.text import required_text
 from campus.services.base import Service
+from campus.services.login_guard import FailureKind
 
 if TYPE_CHECKING:
     from campus.services.accounts import Accounts
@@ -36,16 +50,6 @@ if TYPE_CHECKING:
     from campus.services.login_guard import LoginGuard
     from campus.services.plannings import Plannings
     from campus.services.users import Users
-from campus.aggregates.core import natural_id
-from campus.aggregates.domain_name import DomainName, domain_claim_id
-from campus.aggregates.planning import Planning, Profile
-from campus.aggregates.session import ConnectionBoard, UserSession, connection_board_id_for, user_session_id_for
-from campus.aggregates.user import DirectoryUser, SecurityMeasure, user_id_for
-from campus.context import current_context, set_actor
-from campus.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
-from campus.services.login_guard import FailureKind
-from campus.security import hash_secret, new_token, token_digest
-
 
 USER_SESSION_HOURS = 10
 PIN_MIN_DIGITS = 4

@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from campus.aggregates.core import CampusAggregate
 from campus.aggregates.planning import Profile
-from campus.aggregates.user import DirectoryUser
-from campus.aggregates.user import Status
-from campus.aggregates.user import user_id_for
-from campus.errors import Conflict
-from campus.errors import Invalid
-from campus.errors import NotFound
-from campus.security import generate_password
-from campus.security import hash_secret
-from campus.security import password_problems
-from collections.abc import Callable
-from collections.abc import Iterator
-from typing import Any
-from uuid import UUID
-import re
-from dataclasses import dataclass
-from campus.text import required_text
+from campus.aggregates.user import DirectoryUser, Status, user_id_for
+from campus.errors import Conflict, Invalid, NotFound
+from campus.rules.security import generate_password, hash_secret, password_problems
+from campus.rules.text import required_text
 from campus.services.base import Service
 
 if TYPE_CHECKING:
     from campus.services.accounts import Accounts
     from campus.services.controllers import Controllers
     from campus.services.plannings import Plannings
+
 
 LOGIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 

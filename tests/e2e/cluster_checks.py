@@ -266,7 +266,7 @@ def stored_events(schema: str) -> list[Stored]:
     """Every event of the schema, in position order, decoded as campus decodes them."""
     from eventsourcing.persistence import Mapper, StoredEvent
 
-    from campus.transcoder import MsgpackTranscoder
+    from campus.infra.transcoder import MsgpackTranscoder
 
     with psycopg.connect(PG_DSN) as conn:
         rows = conn.execute(

@@ -31,7 +31,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pg_support import drop_schema, new_schema, postgres_or_skip
 from cluster_checks import (
     CLUSTER_ENV,
     OPERATOR_TOKEN,
@@ -55,6 +54,7 @@ from cluster_checks import (
     slow_commits,
     stored_events,
 )
+from pg_support import drop_schema, new_schema, postgres_or_skip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 
 from campus.application import CampusApplication
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 from campus.services.backups import boundaries
-from campus.clock import ManualClock
-from campus.settings import Settings
 
 # Same rule as tests/conftest.py (e2e modules cannot import the conftest files).
 PG_DSN = os.environ.get("CAMPUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")

@@ -26,8 +26,8 @@ from uuid import uuid4
 
 import pytest
 
+from campus.rules.export_format import read_base_file
 from campus.services.backups import remove_unfinished_writes
-from campus.export_format import read_base_file
 
 WRITER = textwrap.dedent('''
     """Forks writers on request (one line on stdin each); answers on stdout."""
@@ -37,8 +37,8 @@ WRITER = textwrap.dedent('''
     from uuid import UUID
 
     from campus.services.backups import atomic_backup_file
-    from campus.export_format import Annex, BaseFile
-    from campus.grid import make_grid
+    from campus.rules.export_format import Annex, BaseFile
+    from campus.rules.grid import make_grid
 
     GRID = make_grid(date(2026, 8, 31), date(2027, 7, 4), ["mon", "tue"], 8, 60, 1)
 

@@ -16,8 +16,8 @@ import httpx
 from starlette.testclient import TestClient
 
 from campus.api.app import create_app
-from campus.clock import Clock
-from campus.settings import Settings
+from campus.infra.clock import Clock
+from campus.infra.settings import Settings
 
 PROBLEM = "application/problem+json"
 TRACEBACK_MARKERS = ("Traceback", 'File "')
@@ -221,6 +221,6 @@ def cheap_argon2(monkeypatch: Any) -> None:
     """
     from argon2 import PasswordHasher
 
-    import campus.security
+    import campus.rules.security
 
-    monkeypatch.setattr(campus.security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    monkeypatch.setattr(campus.rules.security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))

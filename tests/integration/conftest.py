@@ -8,8 +8,8 @@ from school_helpers import CampusSchool, campus_school
 from starlette.testclient import TestClient
 
 from campus.application import CampusApplication
-from campus.clock import ManualClock
-from campus.settings import Settings
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 
 
 @pytest.fixture

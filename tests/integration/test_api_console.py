@@ -10,7 +10,6 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from api_helpers import (
     HOSTING_NUMBER,
     INVOICE_NUMBER,
@@ -32,6 +31,7 @@ from api_helpers import (
     operator_headers,
     ready_school,
 )
+
 from campus.api.handlers import api
 from campus.api.routing import Auth
 

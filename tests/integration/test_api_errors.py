@@ -8,12 +8,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, example, given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
-
-from pydantic import BaseModel
-
 from api_helpers import (
     PROBLEM,
     SUPERADMIN_LOGIN,
@@ -33,6 +27,11 @@ from api_helpers import (
     operator_headers,
     ready_school,
 )
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
 from campus.api.handlers import api
 
 JSON = {"Content-Type": "application/json"}

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from starlette.testclient import TestClient
-
 from api_helpers import (
     School,
     assert_problem,
@@ -21,6 +19,7 @@ from api_helpers import (
     make_client,
     ready_school,
 )
+from starlette.testclient import TestClient
 
 
 @dataclass

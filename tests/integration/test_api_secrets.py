@@ -17,12 +17,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import structlog
-from structlog.testing import capture_logs
-
-import campus.api.app
-import campus.api.middleware
-import campus.api.problems
-import campus.api.routing
 from api_helpers import (
     SUPERADMIN_PASSWORD,
     assert_problem,
@@ -30,7 +24,13 @@ from api_helpers import (
     make_client,
     operator_headers,
 )
-from campus.redaction import REDACTED
+from structlog.testing import capture_logs
+
+import campus.api.app
+import campus.api.middleware
+import campus.api.problems
+import campus.api.routing
+from campus.infra.redaction import REDACTED
 
 
 @dataclass

@@ -18,14 +18,25 @@ import pytest
 from campus.aggregates.planning import Profile
 from campus.aggregates.user import Status
 from campus.application import CampusApplication
+from campus.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+    Unauthenticated,
+)
+from campus.infra.clock import ManualClock
+from campus.infra.context import RequestContext, reset_context, set_context
+from campus.infra.settings import Settings
+from campus.projections.history import HistoryQuery
+from campus.rules.security import (
+    new_token,
+    password_problems,
+    token_digest,
+    verify_secret,
+)
 from campus.services.accounts import OpenedAccount
 from campus.services.console_sessions import ConsoleLogin
-from campus.clock import ManualClock
-from campus.context import RequestContext, reset_context, set_context
-from campus.errors import Conflict, Invalid, NotFound, PreconditionFailed, Unauthenticated
-from campus.projections.history import HistoryQuery
-from campus.security import new_token, password_problems, token_digest, verify_secret
-from campus.settings import Settings
 
 SUPER_PASSWORD = "Superadmin-2026!"
 

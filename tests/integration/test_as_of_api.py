@@ -8,7 +8,7 @@ from api_helpers import assert_problem, ready_school
 from school_helpers import CampusSchool, add_record, set_server
 from starlette.testclient import TestClient
 
-from campus.clock import ManualClock
+from campus.infra.clock import ManualClock
 
 
 def at(clock: ManualClock) -> str:

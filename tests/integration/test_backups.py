@@ -10,17 +10,17 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from structlog.testing import capture_logs
 from api_helpers import cheap_argon2, login_with_certificate, make_client
 from school_helpers import add_record, campus_school, service_school, set_server
+from structlog.testing import capture_logs
 
 from campus.aggregates.backup import Backup
 from campus.application import CampusApplication
-from campus.services.backups import boundaries
 from campus.cli import main as cli_main
-from campus.clock import ManualClock
-from campus.export_format import read_base_file
-from campus.settings import Settings
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
+from campus.rules.export_format import read_base_file
+from campus.services.backups import boundaries
 
 START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 
@@ -37,7 +37,7 @@ def _fresh_backup_log(monkeypatch: pytest.MonkeyPatch) -> None:
 
     import campus.services.backups
 
-    monkeypatch.setattr(campus.services.backups, "log", structlog.get_logger("campus.services.backups"))
+    monkeypatch.setattr(campus.services.backups, "log", structlog.get_logger("campus.backups"))
 
 
 @pytest.fixture

@@ -397,7 +397,13 @@ def test_bases_are_replayed_without_library_snapshots_and_read_back_whole(cs):
 
 def test_in_the_hosted_edition_the_manager_puts_a_created_base_in_service(sqlite_only_settings, clock):
     """Campus fiche 6 puts a created base in service at once; the hosted edition leaves it to the manager."""
-    from api_helpers import School, accept_licence, console_login, make_client, operator_headers
+    from api_helpers import (
+        School,
+        accept_licence,
+        console_login,
+        make_client,
+        operator_headers,
+    )
 
     with make_client(sqlite_only_settings, clock) as client:
         r = client.post("/v1/operator/accounts", headers=operator_headers(client), json={

@@ -24,11 +24,17 @@ from api_helpers import (
     login_with_certificate,
     make_client,
 )
-from school_helpers import CampusSchool, a_class_and_student, assign, campus_school, set_server
+from school_helpers import (
+    CampusSchool,
+    a_class_and_student,
+    assign,
+    campus_school,
+    set_server,
+)
 from starlette.testclient import TestClient
 
-from campus.clock import ManualClock
-from campus.settings import Settings
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 
 TEACHERS = ["prof1", "prof2", "prof3", "prof4", "prof5"]
 

@@ -37,11 +37,11 @@ from school_helpers import (
 from starlette.testclient import TestClient
 
 import campus.api.exchange as exchange_api
-from campus.export_format import MEDIA_TYPE, BaseFile, write_chunks
-from campus.grid import make_grid
-from campus.records import KINDS, validate_fields
-from campus.security import verify_secret
-from campus.settings import Settings
+from campus.infra.settings import Settings
+from campus.rules.export_format import MEDIA_TYPE, BaseFile, write_chunks
+from campus.rules.grid import make_grid
+from campus.rules.records import KINDS, validate_fields
+from campus.rules.security import verify_secret
 
 
 @pytest.fixture(autouse=True)

@@ -14,14 +14,27 @@ from typing import Any
 
 import orjson
 import pytest
-from api_helpers import assert_problem, bearer, cheap_argon2, history, make_client, operator_headers
-from school_helpers import CampusSchool, add_record, campus_school, create_base, service_school
+from api_helpers import (
+    assert_problem,
+    bearer,
+    cheap_argon2,
+    history,
+    make_client,
+    operator_headers,
+)
+from school_helpers import (
+    CampusSchool,
+    add_record,
+    campus_school,
+    create_base,
+    service_school,
+)
 from starlette.testclient import TestClient
 
 from campus.application import CampusApplication
-from campus.clock import ManualClock
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 from campus.projections.history import HistoryQuery
-from campus.settings import Settings
 
 STREAM = "/v1/console/history/stream"
 EXPORT = "/v1/console/history/export"

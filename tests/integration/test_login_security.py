@@ -28,8 +28,8 @@ from school_helpers import CampusSchool, campus_school
 from starlette.testclient import TestClient
 
 from campus.api.app import create_app
-from campus.clock import ManualClock
-from campus.settings import Settings
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 
 PROXY = "198.51.100.7"  # the reverse proxy the server trusts
 ATTACKER = "203.0.113.66"

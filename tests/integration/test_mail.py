@@ -28,8 +28,8 @@ from pypdf import PdfReader
 from school_helpers import CampusSchool, campus_school
 from starlette.testclient import TestClient
 
-from campus.clock import ManualClock
-from campus.settings import Settings
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 
 ACCOUNTS = "/v1/console/mail-accounts"
 LETTER = "/v1/console/letter-templates/connexion-des-personnels"

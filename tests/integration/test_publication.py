@@ -28,8 +28,8 @@ from school_helpers import create_base, set_server
 from starlette.testclient import TestClient
 
 from campus.application import CampusApplication
-from campus.clock import ManualClock
-from campus.settings import Settings
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 
 HOSTED_SPACES = ["common", "establishment", "direction", "teachers", "school_life", "parents", "companions",
                  "students", "company", "academy", "registration"]

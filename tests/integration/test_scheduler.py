@@ -22,9 +22,9 @@ from school_helpers import campus_school, service_school
 
 from campus.aggregates.backup import Backup
 from campus.application import CampusApplication
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 from campus.services.backups import Gone, base_file_at, boundaries, scheduled_backup_id
-from campus.clock import ManualClock
-from campus.settings import Settings
 
 START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 BACKLOG = timedelta(days=30)

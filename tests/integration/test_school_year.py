@@ -12,14 +12,22 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from api_helpers import assert_problem, bearer, cheap_argon2, history, login_with_certificate, make_client, ready_school
+from api_helpers import (
+    assert_problem,
+    bearer,
+    cheap_argon2,
+    history,
+    login_with_certificate,
+    make_client,
+    ready_school,
+)
 from school_helpers import add_record, campus_school, service_school, set_server
 from structlog.testing import capture_logs
 
 from campus.application import CampusApplication
-from campus.clock import ManualClock
-from campus.export_format import read_base_file
-from campus.settings import Settings
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
+from campus.rules.export_format import read_base_file
 
 JUNE_20 = datetime(2027, 6, 20, 8, 0, tzinfo=UTC)
 # Europe/Paris is UTC+2 in summer: 00:00 local is 22:00 UTC the day before.

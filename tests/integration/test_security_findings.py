@@ -34,11 +34,11 @@ from api_helpers import (
 from school_helpers import CampusSchool, campus_school, grid_body
 from starlette.testclient import TestClient
 
-import campus.security
+import campus.rules.security
 from campus.api.app import create_app
-from campus.clock import ManualClock
-from campus.settings import Settings
-from campus.text import BLANK_MESSAGE, is_blank, required_text, visible_strip
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
+from campus.rules.text import BLANK_MESSAGE, is_blank, required_text, visible_strip
 
 PROXY = "198.51.100.7"
 ATTACKER = "203.0.113.66"
@@ -86,7 +86,7 @@ class WatchedHasher(argon2.PasswordHasher):
 def test_an_unknown_hosting_number_is_checked_against_a_dummy_hash_of_the_same_cost(sqlite_only_settings, clock,
                                                                                    monkeypatch):
     hasher = WatchedHasher()
-    monkeypatch.setattr(campus.security, "_hasher", hasher)
+    monkeypatch.setattr(campus.rules.security, "_hasher", hasher)
     with client_from(sqlite_only_settings, clock) as client:
         school = open_account(client)
         [missing] = unknown_numbers(client, 1)
@@ -273,8 +273,8 @@ def test_the_failure_table_keeps_only_the_window(settings, clock, cheap):
 
 def test_failures_recorded_as_events_before_still_replay_and_no_longer_count(settings, clock, cheap):
     """Stores written before issue 9 hold ClientAddress.AuthenticationFailed events: they stay readable."""
-    from campus.aggregates.address import ClientAddress
     from campus.aggregates.account import account_id_for
+    from campus.aggregates.address import ClientAddress
 
     with client_from(settings, clock) as client:
         cs = campus_school(client)

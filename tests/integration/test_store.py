@@ -12,11 +12,11 @@ import pytest
 
 from campus.aggregates.user import Status
 from campus.application import CampusApplication
-from campus.clock import ManualClock
-from campus.context import RequestContext, reset_context, set_context
+from campus.infra.clock import ManualClock
+from campus.infra.context import RequestContext, reset_context, set_context
+from campus.infra.settings import Settings
+from campus.infra.transcoder import MsgpackTranscoder
 from campus.projections.history import HistoryQuery
-from campus.settings import Settings
-from campus.transcoder import MsgpackTranscoder
 
 
 @pytest.fixture(autouse=True)

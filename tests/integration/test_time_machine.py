@@ -17,14 +17,16 @@ from uuid import UUID
 
 import pytest
 from argon2 import PasswordHasher
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from school_helpers import service_school
 
-import campus.security
+import campus.rules.security
 from campus.application import CampusApplication
-from campus.clock import ManualClock
 from campus.errors import Conflict, Invalid
-from campus.settings import Settings
+from campus.infra.clock import ManualClock
+from campus.infra.settings import Settings
 
 NAMES = st.text(alphabet="ABCDEFGHIJ6789", min_size=1, max_size=4)
 
@@ -41,7 +43,7 @@ STEP = st.one_of(
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CampusApplication, ManualClock]]:
     mp = pytest.MonkeyPatch()
-    mp.setattr(campus.security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    mp.setattr(campus.rules.security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     clock = ManualClock()
     folder = tmp_path_factory.mktemp("tm")
     application = CampusApplication(Settings(data_dir=folder, snapshots_dir=folder / "snapshots"), clock=clock)
@@ -159,7 +161,7 @@ def test_restore_rules(app: Any) -> None:
 
 
 def test_a_restore_and_a_load_first_save_the_base_they_replace(app: Any) -> None:
-    from campus.export_format import read_base_file
+    from campus.rules.export_format import read_base_file
 
     application, clock = app
     account_id, planning_id = service_school(application)

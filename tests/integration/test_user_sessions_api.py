@@ -27,7 +27,7 @@ from school_helpers import (
 )
 from starlette.testclient import TestClient
 
-from campus.security import hash_secret
+from campus.rules.security import hash_secret
 
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{43,}$")
 DEVICE = "device-9f8e7d6c5b4a3210-bureau"

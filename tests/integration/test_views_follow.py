@@ -26,17 +26,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from pg_support import PG_DSN
 from api_helpers import cheap_argon2
+from pg_support import PG_DSN
 from school_helpers import service_school
 
 from campus.aggregates.user import Status
 from campus.application import CampusApplication
 from campus.cli import main
-from campus.clock import FrozenClock, ManualClock, reset_clock, use_clock
 from campus.errors import Conflict, StoreUnavailable
+from campus.infra.clock import FrozenClock, ManualClock, reset_clock, use_clock
+from campus.infra.settings import Settings
 from campus.projections.history import HistoryQuery
-from campus.settings import Settings
 
 BASE_TOPIC = "campus.aggregates.school_base:Base."
 

@@ -9,14 +9,25 @@ from uuid import UUID, uuid4
 import pytest
 
 from campus.aggregates.account import HostingAccount, account_id_for, default_licence
-from campus.aggregates.core import CampusAggregate, natural_id
 from campus.aggregates.controller import CONTROLLER_PORT, Controller, controller_id_for
+from campus.aggregates.core import CampusAggregate, natural_id
 from campus.aggregates.domain_name import DomainName, domain_claim_id
-from campus.aggregates.planning import DEFAULT_TIME_ZONE, Planning, Profile, planning_id_for
+from campus.aggregates.planning import (
+    DEFAULT_TIME_ZONE,
+    Planning,
+    Profile,
+    planning_id_for,
+)
 from campus.aggregates.session import ConsoleSession, console_session_id_for
 from campus.aggregates.user import DirectoryUser, Status, user_id_for
-from campus.clock import FrozenClock, ManualClock, reset_clock, use_clock
-from campus.context import RequestContext, current_context, reset_context, set_actor, set_context
+from campus.infra.clock import FrozenClock, ManualClock, reset_clock, use_clock
+from campus.infra.context import (
+    RequestContext,
+    current_context,
+    reset_context,
+    set_actor,
+    set_context,
+)
 
 START = datetime(2001, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
 

@@ -1,5 +1,5 @@
 """The campus-base file format: round trip to the exact Python types, and every
-kind of damage detected (campus/export_format.py, docs/EXPORT_FORMAT.md)."""
+kind of damage detected (campus/rules/export_format.py, docs/EXPORT_FORMAT.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campus.export_format import (
+from campus.rules.export_format import (
     CHUNK_BYTES,
     Annex,
     BaseFile,
@@ -28,14 +28,14 @@ from campus.export_format import (
     write_chunks,
     write_file,
 )
-from campus.grid import make_grid
-from campus.records import KINDS, validate_fields
-from campus.text import is_blank
+from campus.rules.grid import make_grid
+from campus.rules.records import KINDS, validate_fields
+from campus.rules.text import is_blank
 
 GRID = make_grid(date(2026, 8, 31), date(2027, 7, 4), ["mon", "tue", "wed", "thu", "fri"], 12, 60, 2)
 NOW = datetime(2026, 10, 1, 12, 30, tzinfo=UTC)
 
-names = st.text(min_size=1, max_size=30).filter(lambda s: not is_blank(s))  # a name shows something (campus/text.py)
+names = st.text(min_size=1, max_size=30).filter(lambda s: not is_blank(s))  # a name shows something (campus/rules/text.py)
 offsets = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))])
 instants = st.builds(lambda d, tz: d.replace(tzinfo=tz),
                      st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)), offsets)

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from campus.errors import Invalid, NotFound
-from campus.records import KINDS, REFERRERS, kind_of, record_json, validate_fields
+from campus.rules.records import KINDS, REFERRERS, kind_of, record_json, validate_fields
 
 ID = str(uuid4())
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from campus.redaction import REDACTED, redact
-from campus.security import (
+from campus.infra.redaction import REDACTED, redact
+from campus.infra.settings import DEFAULT_DOMAIN_SUFFIX, Settings, dsn_to_library_env
+from campus.rules.security import (
     PASSWORD_RULES,
     generate_password,
     hash_secret,
@@ -18,7 +19,6 @@ from campus.security import (
     token_digest,
     verify_secret,
 )
-from campus.settings import DEFAULT_DOMAIN_SUFFIX, Settings, dsn_to_library_env
 
 MESSAGES = dict(PASSWORD_RULES)
 LENGTH, LETTER, DIGIT, SPECIAL, MIXED = (
@@ -210,7 +210,7 @@ def test_postgres_dsn_is_parsed_into_library_variables() -> None:
     settings = Settings.from_env({"CAMPUS_POSTGRES_DSN": "postgresql://camp%40us:p%40ss%3Aw@db.example:6543/campusdb?schema=school_a"})
     assert settings.uses_postgres
     env = settings.persistence_env()
-    assert env["PERSISTENCE_MODULE"] == "campus.store:CampusPostgresFactory"
+    assert env["PERSISTENCE_MODULE"] == "campus.infra.store:CampusPostgresFactory"
     assert env["POSTGRES_HOST"] == "db.example"
     assert env["POSTGRES_PORT"] == "6543"
     assert env["POSTGRES_DBNAME"] == "campusdb"
@@ -262,14 +262,14 @@ def test_postgres_dbname_alone_selects_postgres_with_defaults() -> None:
     settings = Settings.from_env({"POSTGRES_DBNAME": "campus"})
     assert settings.uses_postgres
     env = settings.persistence_env()
-    assert env["PERSISTENCE_MODULE"] == "campus.store:CampusPostgresFactory"
+    assert env["PERSISTENCE_MODULE"] == "campus.infra.store:CampusPostgresFactory"
     assert env["POSTGRES_DBNAME"] == "campus"
     assert env["POSTGRES_HOST"] == "127.0.0.1"
     assert env["POSTGRES_USER"] == "postgres"
 
 
 def test_log_lines_lose_secret_named_fields() -> None:
-    from campus.redaction import redact_log_event
+    from campus.infra.redaction import redact_log_event
 
     line = redact_log_event(None, "info", {"event": "x", "password": "Secret-123456!", "nested": {"pin": "1234"},
                                            "path": "/v1/console/users"})

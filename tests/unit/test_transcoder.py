@@ -1,4 +1,4 @@
-"""Tests for campus.transcoder.MsgpackTranscoder."""
+"""Tests for campus.infra.transcoder.MsgpackTranscoder."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from eventsourcing.persistence import Transcoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campus.transcoder import MsgpackTranscoder
+from campus.infra.transcoder import MsgpackTranscoder
 
 
 class Colour(enum.Enum):

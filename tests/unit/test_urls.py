@@ -1,4 +1,4 @@
-"""The URL checks of delegations and publication settings (campus/urls.py): each rule, and the
+"""The URL checks of delegations and publication settings (campus/rules/urls.py): each rule, and the
 forms an address can hide in, generated with hypothesis."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from campus.errors import Invalid
-from campus.urls import check_url, url_refusals
+from campus.rules.urls import check_url, url_refusals
 
 
 def rules(url: object) -> set[str]:

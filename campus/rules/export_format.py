@@ -36,8 +36,8 @@ from uuid import UUID
 import orjson
 
 from campus.errors import Invalid
-from campus.grid import grid_view, make_grid
-from campus.records import KINDS, validate_fields
+from campus.rules.grid import grid_view, make_grid
+from campus.rules.records import KINDS, validate_fields
 
 FORMAT = "campus-base"
 VERSION = 1
@@ -91,7 +91,7 @@ class BaseFile:
     origin: str
     created_at: datetime
     last_entry_at: datetime | None
-    grid: dict[str, Any]  # as made by campus.grid.make_grid
+    grid: dict[str, Any]  # as made by campus.rules.grid.make_grid
     records: Mapping[str, Mapping[UUID, Mapping[str, Any]]]  # kind -> id -> fields, in order
     annexes: Mapping[str, Annex] = field(default_factory=dict)
     connection_modes: Mapping[str, Any] = field(default_factory=dict)
@@ -317,7 +317,7 @@ def read_base_file(stream: IO[bytes], *, max_line_bytes: int = MAX_LINE_BYTES) -
     Checked: the header; the body's size and SHA-256 against the header
     (truncation and alteration are reported before anything else, since they
     explain every other problem); every line's shape, kind and fields (through
-    :func:`campus.records.validate_fields`, which gives back the exact Python
+    :func:`campus.rules.records.validate_fields`, which gives back the exact Python
     types); duplicate ids and annex names; references between records (a
     grade's student must be in the file); the header's counts.
     """

@@ -20,7 +20,7 @@ from typing import Any
 from fpdf import FPDF
 
 from campus.errors import Invalid
-from campus.text import BLANK_MESSAGE, is_blank
+from campus.rules.text import BLANK_MESSAGE, is_blank
 
 # What the "Connexion des personnels" letter can say, and what each placeholder is.
 PLACEHOLDERS: dict[str, str] = {

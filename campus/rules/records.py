@@ -17,12 +17,20 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from campus.errors import Invalid
-from campus.text import VISIBLE
+from campus.rules.text import VISIBLE
 
-# Required text refuses invisible-only values (campus/text.py).
+# Required text refuses invisible-only values (campus/rules/text.py).
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), VISIBLE]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000), VISIBLE]
 Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), VISIBLE]

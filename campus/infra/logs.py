@@ -8,7 +8,7 @@ import sys
 import orjson
 import structlog
 
-from campus.redaction import redact_log_event
+from campus.infra.redaction import redact_log_event
 
 
 class _CurrentStderr:

@@ -127,14 +127,14 @@ class Settings:
         """The eventsourcing library's environment for our one Application."""
         if not self.uses_postgres:
             return {
-                "PERSISTENCE_MODULE": "campus.store:DurableSQLiteFactory",
+                "PERSISTENCE_MODULE": "campus.infra.store:DurableSQLiteFactory",
                 "SQLITE_DBNAME": str(self.data_dir / "campus.sqlite3"),
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
         # campus appends events itself (campus/commands.py), in the transaction holding the
         # school's advisory lock; the factory adds a statement timeout and bindable connections.
         env = {
-            "PERSISTENCE_MODULE": "campus.store:CampusPostgresFactory",
+            "PERSISTENCE_MODULE": "campus.infra.store:CampusPostgresFactory",
             "POSTGRES_STATEMENT_TIMEOUT": str(self.statement_timeout_seconds),
             # A command's transaction stays open while it reads and checks: allow for long ones (loads).
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "300",
