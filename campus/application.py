@@ -130,11 +130,10 @@ class CampusApplication(Application):
 
 
 def collaborators(cls: type[Service]) -> list[str]:
-    """The services a service class declares it calls: its annotated attributes named like a service."""
-    names: list[str] = []
-    for klass in reversed(cls.__mro__):
-        names += [n for n in getattr(klass, "__annotations__", {}) if n in SERVICES and n not in names]
-    return names
+    """The services a service class says it calls (its ``uses``)."""
+    unknown = [name for name in cls.uses if name not in SERVICES]
+    assert not unknown, f"{cls.__name__} uses unknown services {unknown}"
+    return list(cls.uses)
 
 
 def _create_schema(env: dict[str, str]) -> None:

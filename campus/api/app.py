@@ -30,13 +30,12 @@ from campus.api.openapi import campus_version
 from campus.api.problems import EXCEPTION_HANDLERS
 from campus.application import CampusApplication
 from campus.infra.clock import Clock
-from campus.infra.settings import Settings
+from campus.infra.settings import Settings, operator_token
 
 log = structlog.get_logger("campus")
 
 
 def _settings_from_environment() -> Settings:
-    from campus.cli import operator_token
     from campus.infra.logs import configure_logging
 
     settings = Settings.from_env()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,3 +231,32 @@ def parse_trusted_proxies(value: str) -> tuple[str, ...]:
         except ValueError:
             raise ValueError(f"CAMPUS_TRUSTED_PROXIES: {proxy!r} is neither an IP address nor a CIDR") from None
     return proxies
+
+
+def operator_token(settings: Settings) -> tuple[str, bool]:
+    """The operator token, and whether it was made now: from the settings, else kept in the data dir
+    (made once, mode 0600; servers starting together keep the first one written).
+
+    A token shorter than 32 characters (in the settings or the file) stops the start-up with one line.
+    """
+    path = settings.data_dir / "operator-token"
+    try:
+        if settings.operator_token:
+            return operator_token_checked(settings.operator_token, "CAMPUS_OPERATOR_TOKEN"), False
+        if path.exists():
+            return operator_token_checked(path.read_text(), f"the operator token in {path}"), False
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"campus: {exc}") from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    part = path.with_name(f"operator-token.{os.getpid()}.part")  # whole before it has its name
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    try:
+        os.link(part, path)
+    except FileExistsError:  # another server made it first: use theirs
+        return operator_token_checked(path.read_text(), f"the operator token in {path}"), False
+    finally:
+        part.unlink()
+    return token, True

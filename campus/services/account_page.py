@@ -10,7 +10,7 @@ records nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 import phonenumbers
@@ -20,8 +20,6 @@ from campus.errors import Invalid
 from campus.services.base import Service, check_if_match
 from campus.services.school_year import validate_version_change
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
 
 # Numbers written without a country code are read as French ones (the seeds' schools).
 DEFAULT_PHONE_REGION = "FR"
@@ -52,7 +50,8 @@ def contact_of(account: HostingAccount) -> dict[str, Any]:
 class AccountPage(Service):
     """The hosting account's page: contact, notifications, version change (hosting guide fiche 12)."""
 
-    accounts: Accounts
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts",)
 
     def change_account(self, account_id: UUID, *, manager: dict[str, Any] | None = None,
                        notifications: dict[str, bool] | None = None, version_change: dict[str, Any] | None = None,

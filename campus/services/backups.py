@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID, uuid4
 
 import structlog
@@ -69,12 +69,6 @@ from campus.rules.records import KINDS
 from campus.services.base import Service
 from campus.services.time_machine import checked_kinds, only_kinds, reason_with_kinds
 
-if TYPE_CHECKING:
-    from campus.services.bases import Bases
-    from campus.services.mail import Mail
-    from campus.services.plannings import Plannings
-    from campus.services.school_year import SchoolYear
-    from campus.services.time_machine import TimeMachine
 
 log = structlog.get_logger("campus.backups")
 
@@ -331,11 +325,8 @@ def backup_filename(backup: Backup) -> str:
 class Backups(Service):
     """Saves and archives of bases: taken, listed, verified, restored, kept by the schedule (hosting guide fiche 10)."""
 
-    bases: Bases
-    mail: Mail
-    plannings: Plannings
-    time_machine: TimeMachine
-    school_year: SchoolYear
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("bases", "mail", "plannings", "time_machine", "school_year")
 
     def backup_cache(self) -> dict[UUID, Backup]:
         cache = self.__dict__.get("_backups")

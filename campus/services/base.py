@@ -41,8 +41,10 @@ class Core:
 
 
 class Service:
-    """A use-case service. Subclasses declare the services they call as annotated attributes; the
-    composition root sets them (:meth:`wire`)."""
+    """A use-case service. Subclasses name the services they call in :attr:`uses`; the composition root
+    gives them (:meth:`wire`): ``self.plannings`` is then the service of campus/services/plannings.py."""
+
+    uses: tuple[str, ...] = ()
 
     def __init__(self, core: Core) -> None:
         self.core = core

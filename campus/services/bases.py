@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
@@ -24,12 +24,6 @@ from campus.rules.records import KINDS, REFERRERS, Kind, kind_of, validate_field
 from campus.rules.text import required_text
 from campus.services.base import Core, Service, check_if_match
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.plannings import Plannings
-    from campus.services.publication import Publication
-    from campus.services.time_machine import TimeMachine
-    from campus.services.users import Users
 
 BASE_CACHE_SIZE = 64
 MAX_PAGE = 1000
@@ -88,11 +82,8 @@ class BaseCache:
 class Bases(Service):
     """Bases and their records: create, mount, put in service, add, change and remove records (Campus fiche 6)."""
 
-    accounts: Accounts
-    plannings: Plannings
-    publication: Publication
-    time_machine: TimeMachine
-    users: Users
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "plannings", "publication", "time_machine", "users")
 
     def __init__(self, core: Core) -> None:
         super().__init__(core)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from eventsourcing.application import AggregateNotFoundError
 
@@ -16,9 +15,6 @@ from campus.rules.security import new_token, token_digest, verify_secret
 from campus.services.base import Service
 from campus.services.login_guard import FailureKind
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.login_guard import LoginGuard
 
 
 
@@ -32,8 +28,8 @@ class ConsoleLogin:
 class ConsoleSessions(Service):
     """The hosting manager's console sessions (Campus fiche 2, hosting guide fiche 1)."""
 
-    accounts: Accounts
-    login_guard: LoginGuard
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "login_guard")
 
     def open_console_session(
         self, hosting_number: str, password: str, invoice_number: str | None, certificate: str | None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -13,9 +12,6 @@ from campus.aggregates.domain_name import DomainName, domain_claim_id
 from campus.errors import Conflict, Invalid
 from campus.services.base import Service
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.users import Users
 
 
 DOMAIN_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -24,8 +20,8 @@ DOMAIN_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 class Controllers(Service):
     """The controller of each school and the domain names of the deployment (Campus fiches 3 and 5)."""
 
-    accounts: Accounts
-    users: Users
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "users")
 
     def domain(self, field: str, label: str) -> tuple[str, str]:
         label = label.strip().lower()

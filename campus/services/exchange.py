@@ -20,7 +20,7 @@ import copy
 import hashlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 import orjson
@@ -55,12 +55,6 @@ from campus.rules.records import KINDS, validate_fields
 from campus.rules.text import BLANK_MESSAGE, VISIBLE, is_blank, required_text
 from campus.services.base import Service
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.backups import Backups
-    from campus.services.bases import Bases
-    from campus.services.plannings import Plannings
-    from campus.services.users import Users
 
 IMPORT_CHUNK = 1000  # records per RecordsImported event
 USERS_FORMAT = "campus-users"
@@ -93,11 +87,8 @@ def snapshot_of(base: Base, exported_at: Any) -> BaseFile:
 class Exchange(Service):
     """Base files: export, load, annexes, the users file and the timetable transfer (hosting guide fiches 5, 7)."""
 
-    accounts: Accounts
-    backups: Backups
-    bases: Bases
-    plannings: Plannings
-    users: Users
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "backups", "bases", "plannings", "users")
 
     def export_base_file(self, account_id: UUID, planning_id: UUID) -> PreparedFile:
         """The planning's current base as a campus-base file ready to stream."""

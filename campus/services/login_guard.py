@@ -55,7 +55,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 from uuid import UUID
 
 import structlog
@@ -80,9 +80,6 @@ from campus.projections.tables import StoreTables
 from campus.rules.security import verify_secret
 from campus.services.base import Core, Service
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.mail import Mail
 
 log = structlog.get_logger("campus.security")
 
@@ -247,8 +244,8 @@ class LoginFailures(StoreTables):
 class LoginGuard(Service):
     """Failed authentications counted per address, suspensions and unblocking (hosting guide fiche 11)."""
 
-    accounts: Accounts
-    mail: Mail
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "mail")
 
     def __init__(self, core: Core) -> None:
         super().__init__(core)

@@ -38,7 +38,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID, uuid4
 
 import structlog
@@ -72,11 +72,6 @@ from campus.rules.security import hash_secret, verify_secret
 from campus.services.base import Core, Service, check_if_match
 from campus.services.login_guard import FailureKind
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.controllers import Controllers
-    from campus.services.login_guard import LoginGuard
-    from campus.services.users import Users
 
 log = structlog.get_logger("campus.mail")
 
@@ -299,10 +294,8 @@ _KEYS_GUARD = threading.Lock()
 class Mail(Service):
     """Mail accounts, letters of connection details and the outbox (Campus fiches 10, 11)."""
 
-    accounts: Accounts
-    controllers: Controllers
-    login_guard: LoginGuard
-    users: Users
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "controllers", "login_guard", "users")
 
     def _mail_keys(self) -> MailKeys:
         keys = self.__dict__.get("_mail_key_store")

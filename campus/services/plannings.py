@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -14,10 +14,6 @@ from campus.errors import Conflict, Invalid, NotFound
 from campus.rules.text import required_text
 from campus.services.base import Service
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.controllers import Controllers
-    from campus.services.users import Users
 
 
 
@@ -42,9 +38,8 @@ def _time_zones() -> set[str]:
 class Plannings(Service):
     """Plannings: names, domains, time zones, licences, profile assignments (Campus fiches 3, 4 and 8)."""
 
-    accounts: Accounts
-    controllers: Controllers
-    users: Users
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "controllers", "users")
 
     def list_plannings(self, account_id: UUID) -> list[Planning]:
         account = self.accounts.get_account(account_id)

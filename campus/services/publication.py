@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
@@ -34,10 +34,6 @@ from campus.rules.text import BLANK_MESSAGE, required_text, visible_strip
 from campus.rules.urls import check_url
 from campus.services.base import Service
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.bases import Bases
-    from campus.services.plannings import Plannings
 
 
 @dataclass(frozen=True)
@@ -116,9 +112,8 @@ def validate_color(value: Any, field: str = "color") -> str:
 class Publication(Service):
     """Publication of the web spaces and delegated authentication (hosting guide fiches 8, 9; Campus fiche 9)."""
 
-    accounts: Accounts
-    bases: Bases
-    plannings: Plannings
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "bases", "plannings")
 
     def publication(self, account_id: UUID, planning_id: UUID) -> tuple[Planning, dict]:
         """The planning and the description of its publication (see :func:`describe`)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -47,12 +47,6 @@ from campus.infra.context import context_changed
 from campus.services.backups import EVERY, boundaries
 from campus.services.base import Service
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.backups import Backups
-    from campus.services.bases import Bases
-    from campus.services.mail import Mail
-    from campus.services.plannings import Plannings
 
 log = structlog.get_logger("campus.school_year")
 
@@ -221,11 +215,8 @@ class PreparedYear:
 class SchoolYear(Service):
     """The school-year change and its scheduled operations (hosting guide fiches 2, 12)."""
 
-    accounts: Accounts
-    backups: Backups
-    bases: Bases
-    mail: Mail
-    plannings: Plannings
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "backups", "bases", "mail", "plannings")
 
     def _year_state(self) -> tuple[threading.Lock, dict[UUID, dict], set]:
         """(the scheduler's lock, the grid and name of each base from its first event, operations

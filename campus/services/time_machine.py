@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from campus.aggregates.planning import Planning
@@ -26,11 +26,6 @@ from campus.projections.timeline import BaseAt
 from campus.rules.records import KINDS
 from campus.services.base import Service
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.backups import Backups
-    from campus.services.bases import Bases
-    from campus.services.plannings import Plannings
 
 RETENTION = timedelta(days=30)
 
@@ -46,10 +41,8 @@ class PastBase:
 class TimeMachine(Service):
     """The past of a base: as_of reads, diffs, restores to an instant (hosting guide fiche 6)."""
 
-    accounts: Accounts
-    backups: Backups
-    bases: Bases
-    plannings: Plannings
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "backups", "bases", "plannings")
 
     def _at(self, aggregate_id: UUID, instant: datetime, what: str) -> tuple[Any, int]:
         found = self.history.version_at(aggregate_id, instant)

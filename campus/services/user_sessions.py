@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -43,13 +42,6 @@ from campus.rules.text import required_text
 from campus.services.base import Service
 from campus.services.login_guard import FailureKind
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.bases import Bases
-    from campus.services.controllers import Controllers
-    from campus.services.login_guard import LoginGuard
-    from campus.services.plannings import Plannings
-    from campus.services.users import Users
 
 USER_SESSION_HOURS = 10
 PIN_MIN_DIGITS = 4
@@ -181,12 +173,8 @@ class ConnectionList:
 class UserSessions(Service):
     """Directory users' sessions on a planning, connections and modification seats (hosting guide fiches 4, 11)."""
 
-    accounts: Accounts
-    bases: Bases
-    controllers: Controllers
-    login_guard: LoginGuard
-    plannings: Plannings
-    users: Users
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "bases", "controllers", "login_guard", "plannings", "users")
 
     def open_user_session(self, *, domain: str, login: str, password: str, planning: str,
                           mode: Mode, device: str | None = None, pin: str | None = None,

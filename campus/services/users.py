@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from campus.aggregates.core import CampusAggregate
@@ -16,10 +16,6 @@ from campus.rules.security import generate_password, hash_secret, password_probl
 from campus.rules.text import required_text
 from campus.services.base import Service
 
-if TYPE_CHECKING:
-    from campus.services.accounts import Accounts
-    from campus.services.controllers import Controllers
-    from campus.services.plannings import Plannings
 
 
 LOGIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -34,9 +30,8 @@ class CreatedUser:
 class Users(Service):
     """Directory users of each school: statuses, passwords, the superadministrator rules (Campus fiches 4, 8)."""
 
-    accounts: Accounts
-    controllers: Controllers
-    plannings: Plannings
+    # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
+    uses = ("accounts", "controllers", "plannings")
 
     def list_users(self, account_id: UUID) -> list[DirectoryUser]:
         return sorted(self._users(account_id), key=lambda u: u.login)
