@@ -12,12 +12,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from pg_support import PG_DSN, drop_schema, new_schema, postgres_or_skip
 
 from campus.infra.clock import ManualClock
 from campus.infra.settings import Settings
 
 OPERATOR_TOKEN = "operator-test-token-0123456789-abcdefghij"  # 32+ characters, as `campus serve` requires
+
+
+@pytest.fixture(autouse=True)
+def logging_left_as_found() -> Iterator[None]:
+    """A test that runs a command in-process (`campus views rebuild` sets the level to warning)
+    leaves structlog's configuration as it found it, so later tests in the worker see every line."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -44,7 +44,13 @@ class Seen:
 
 @pytest.fixture
 def fresh_loggers(monkeypatch):
-    """Loggers that honour capture_logs even if logging was configured (and cached) earlier."""
+    """Loggers that honour capture_logs even if logging was configured (and cached) earlier.
+
+    capture_logs replaces the processors only: a level set by an earlier configuration
+    (`campus views rebuild` configures warning) would still drop the info lines, so the
+    defaults come back for this test (the autouse fixture restores the configuration after).
+    """
+    structlog.reset_defaults()
     for module, name in ((campus.api.middleware, "campus.access"), (campus.api.routing, "campus.api"),
                          (campus.api.problems, "campus.api"), (campus.api.app, "campus")):
         monkeypatch.setattr(module, "log", structlog.get_logger(name))
