@@ -26,6 +26,7 @@ from campus.rules.records import Level
 from campus.rules.urls import UrlRule
 from campus.services.account_page import AccountPage
 from campus.services.accounts import Accounts
+from campus.services.backup_schedule import BackupSchedule
 from campus.services.backups import Backups
 from campus.services.base import Core, Service
 from campus.services.bases import Bases
@@ -33,7 +34,8 @@ from campus.services.console_sessions import ConsoleSessions
 from campus.services.controllers import Controllers
 from campus.services.exchange import Exchange
 from campus.services.login_guard import LoginGuard
-from campus.services.mail import Mail, MailKeys
+from campus.services.mail import Mail
+from campus.services.outbox import MailKeys, Outbox
 from campus.services.plannings import Plannings
 from campus.services.publication import Publication
 from campus.services.school_year import SchoolYear
@@ -58,7 +60,8 @@ SERVICES: dict[str, type[Service]] = {
     "accounts": Accounts, "console_sessions": ConsoleSessions, "controllers": Controllers,
     "plannings": Plannings, "users": Users, "bases": Bases, "user_sessions": UserSessions,
     "login_guard": LoginGuard, "exchange": Exchange, "time_machine": TimeMachine, "backups": Backups,
-    "school_year": SchoolYear, "publication": Publication, "mail": Mail, "account_page": AccountPage,
+    "backup_schedule": BackupSchedule,
+    "school_year": SchoolYear, "publication": Publication, "mail": Mail, "outbox": Outbox, "account_page": AccountPage,
 }
 
 
@@ -82,6 +85,7 @@ class CampusApplication(Application):
     school_year: SchoolYear
     publication: Publication
     mail: Mail
+    outbox: Outbox
     account_page: AccountPage
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
@@ -132,7 +136,8 @@ class CampusApplication(Application):
 def collaborators(cls: type[Service]) -> list[str]:
     """The services a service class says it calls (its ``uses``)."""
     unknown = [name for name in cls.uses if name not in SERVICES]
-    assert not unknown, f"{cls.__name__} uses unknown services {unknown}"
+    if unknown:
+        raise TypeError(f"{cls.__name__} uses unknown services {unknown}")
     return list(cls.uses)
 
 

@@ -56,7 +56,8 @@ def snapshots_verify(args: argparse.Namespace) -> int:
     ``.part`` left by an interrupted write); a server removes the last two at
     its next start. Nothing is changed.
     """
-    from campus.rules.export_format import SUFFIX, FormatError, read_base_file
+    from campus.rules.base_file_reader import read_base_file
+    from campus.rules.export_format import SUFFIX, FormatError
 
     settings = _startup_settings(args, data_dir="read")
     folder = settings.snapshots_dir
@@ -76,7 +77,7 @@ def snapshots_verify(args: argparse.Namespace) -> int:
             problem = getattr(exc, "detail", str(exc))
         backup = inventory.recorded.get(name) if inventory else None
         if problem is None and backup is not None:
-            from campus.services.backups import file_digest
+            from campus.infra.backup_files import file_digest
 
             if file_digest(folder / name) != (backup.sha256, backup.size):
                 problem = "its size or SHA-256 is not what was recorded when it was taken"

@@ -269,7 +269,7 @@ class Activity:
             self.clock.set(min(next_hour, end))
             if next_hour >= next_run or next_hour > end:
                 with acting("scheduler", "127.0.0.1"):
-                    self.app.backups.run_due_backups()
+                    self.app.backup_schedule.run_due_backups()
                 next_run += BACKUPS_EVERY
             hour = next_hour
 

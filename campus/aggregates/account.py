@@ -8,6 +8,7 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from campus.aggregates.core import CampusAggregate, natural_id
+from campus.rules.school_calendar import DEFAULT_VERSION_CHANGE
 
 # The e-mails a hosting manager can choose to receive (all wanted until he says otherwise).
 NOTIFICATIONS = {
@@ -18,7 +19,6 @@ NOTIFICATIONS = {
 }
 DEFAULT_NOTIFICATIONS = {name: True for name in NOTIFICATIONS}
 VERSION_CHOICES = ("install_at_release", "defer", "pre_release")
-DEFAULT_VERSION_CHANGE = {"choice": "install_at_release", "date": None, "base": None}
 LICENCE_OPTIONS = ("edt_connection", "consultation", "sms", "web_publication")
 
 

@@ -6,7 +6,7 @@ file damaged, and, later, that retention discarded it. Retention deletes the
 file, never these events.
 
 A scheduled save or archive has the natural id of its (planning, kind, slot)
-(:func:`campus.services.backups.scheduled_backup_id`): a slot is recorded once, whichever
+(:func:`campus.services.backup_schedule.scheduled_backup_id`): a slot is recorded once, whichever
 server takes it. Saves on request and school-year archives have random ids; so
 do scheduled backups taken before issue 9, which stay valid as they are.
 """

@@ -92,13 +92,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app_service.history.catch_up(patient=True)  # waits while another server projects a long backlog
-        app_service.backups.clean_snapshots()  # interrupted writes and orphan files of a crash (the scheduler's server)
+        # Interrupted writes and orphan files of a crash, in the server holding the scheduler's lease.
+        app_service.backup_schedule.clean_snapshots()
         stop = threading.Event()
         restore_signals = _stop_on_signals(stop)  # open history streams end at once, not after the timeout
         follower = app_service.history.follow(stop)
         timeline_follower = app_service.timeline.follow(stop)
-        scheduler = app_service.backups.start_scheduler(stop)  # saves, archives, year operations, clean-ups: one server
-        mail_sender = app_service.mail.start_mail_sender(stop)
+        # Saves, archives, year operations, clean-ups: in one server at a time.
+        scheduler = app_service.backup_schedule.start_scheduler(stop)
+        mail_sender = app_service.outbox.start_mail_sender(stop)
         warm_up = threading.Thread(target=_warm_up, args=(app_service, stop), name="campus-warm-up", daemon=True)
         warm_up.start()
         log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version(),

@@ -193,7 +193,7 @@ def send_connection_details(call: Call, body: ConnectionDetails) -> Reply:
         "mail_account_id": str(result.mail_account.id),
         "queued": result.sent,
         "without_email": result.without_email,
-        "waiting_for": call.app.mail.smtp_waiting_reason(),
+        "waiting_for": call.app.outbox.smtp_waiting_reason(),
     })
 
 
@@ -201,8 +201,8 @@ def send_connection_details(call: Call, body: ConnectionDetails) -> Reply:
 @api.get("/v1/console/outbox", auth=Auth.CONSOLE, query=OutboxParams, tag="mail")
 def list_outbox(call: Call) -> dict:
     """The school's mail, newest first: recipient, subject, state, attempts, last error (never the content)."""
-    waiting = call.app.mail.smtp_waiting_reason()
-    messages = call.app.mail.list_outbox(call.account_id, call.query.state, call.query.limit)
+    waiting = call.app.outbox.smtp_waiting_reason()
+    messages = call.app.outbox.list_outbox(call.account_id, call.query.state, call.query.limit)
     return {"smtp_configured": waiting is None, "waiting_for": waiting,
             "messages": [message_view(m, waiting) for m in messages]}
 
@@ -210,5 +210,5 @@ def list_outbox(call: Call) -> dict:
 @api.get("/v1/console/outbox/{message_id}", auth=Auth.CONSOLE, tag="mail")
 def get_outbox_message(call: Call) -> dict:
     """One message of the outbox (never its content)."""
-    message = call.app.mail.get_outbox_message(call.account_id, _uuid(call.path["message_id"], "message"))
-    return message_view(message, call.app.mail.smtp_waiting_reason())
+    message = call.app.outbox.get_outbox_message(call.account_id, _uuid(call.path["message_id"], "message"))
+    return message_view(message, call.app.outbox.smtp_waiting_reason())

@@ -1,5 +1,5 @@
 """HTTP handlers of the publication of the web spaces and of delegated authentication
-(hosting guide fiches 8 and 9, Campus fiche 9). Rules live in :mod:`campus.services.publication`."""
+(hosting guide fiches 8 and 9, Campus fiche 9). Rules live in :mod:`campus.rules.publication`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import Field, StrictBool, StringConstraints
 from campus.api import schemas as s
 from campus.api.handlers import _uuid, api
 from campus.api.routing import Auth, Call, Reply
-from campus.services.publication import (
+from campus.rules.publication import (
     DELEGATION_NAME_MAX,
     FONT_SIZES,
     HEIGHTS,

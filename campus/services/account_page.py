@@ -17,8 +17,8 @@ import phonenumbers
 
 from campus.aggregates.account import LICENCE_OPTIONS, NOTIFICATIONS, HostingAccount
 from campus.errors import Invalid
+from campus.rules.school_calendar import validate_version_change
 from campus.services.base import Service, check_if_match
-from campus.services.school_year import validate_version_change
 
 
 # Numbers written without a country code are read as French ones (the seeds' schools).

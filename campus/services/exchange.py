@@ -3,15 +3,17 @@ timetable transfers (hosting guide fiches 5 and 7).
 
 * **Export**: a consistent copy of the base is taken under the tenant's lock,
   then written as a campus-base file (:mod:`campus.rules.export_format`) outside it.
-* **Load**: the file is read and checked in full *before* the lock is taken;
-  then one command creates the base (origin ``loaded``), imports the records
-  in events of :data:`IMPORT_CHUNK`, adds the annexes and connection modes,
-  and mounts it on the planning, all in one atomic ``save``.
+* **Load**: the file is read and checked in full (:mod:`campus.rules.base_file_reader`)
+  *before* the lock is taken; then one command creates the base (origin
+  ``loaded``), imports the records in events of :data:`IMPORT_CHUNK`, adds the
+  annexes and connection modes, and mounts it on the planning, all in one
+  atomic ``save``.
 * **Users file** (the ``.profils`` of fiche 7): directory users with their
   password hashes (never their passwords) and the profile assignments by
-  planning name, checksummed.
+  planning name, checksummed (its format: :mod:`campus.rules.users_file`).
 * **Timetable transfer** (fiche 5): one request with the grid, resources that
-  refer to each other by client-side refs, and the connection modes.
+  refer to each other by client-side refs (:mod:`campus.rules.transfer`), and
+  the connection modes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import orjson
 from pydantic import (
@@ -29,7 +31,6 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -38,30 +39,25 @@ from campus.aggregates.planning import Planning, Profile
 from campus.aggregates.school_base import Base
 from campus.aggregates.user import DirectoryUser, Status, user_id_for
 from campus.errors import Conflict, Invalid, NotFound, TooLarge
+from campus.rules.base_file_reader import read_base_file
 from campus.rules.export_format import (
     MAX_ANNEX_BYTES,
     Annex,
     BaseFile,
-    FormatError,
     PreparedFile,
     prepare,
-    read_base_file,
     validate_annex_name,
     validate_connection_modes,
     validate_content_type,
 )
 from campus.rules.grid import make_grid
-from campus.rules.records import KINDS, validate_fields
 from campus.rules.text import BLANK_MESSAGE, VISIBLE, is_blank, required_text
+from campus.rules.transfer import MAX_TRANSFER_ERRORS, transfer_records
+from campus.rules.users_file import USERS_FORMAT, USERS_VERSION, parse_users_file, users_file_digest
 from campus.services.base import Service
 
 
 IMPORT_CHUNK = 1000  # records per RecordsImported event
-USERS_FORMAT = "campus-users"
-USERS_VERSION = 1
-# What a timetable transfer may carry: the resources, and the timetable's courses.
-TRANSFER_KINDS = tuple(k.name for k in KINDS.values() if k.section == "resources") + ("courses",)
-MAX_TRANSFER_ERRORS = 50
 ON_CONFLICT = ("fail", "update", "skip")
 
 
@@ -193,7 +189,7 @@ class Exchange(Service):
         """
         if on_conflict not in ON_CONFLICT:
             raise Invalid.field("query.on_conflict", f"must be one of {', '.join(ON_CONFLICT)}")
-        entries, assignments = parse_users_file(raw)
+        entries, assignments = parse_users_file(raw, UserEntry, [p.value for p in Profile])
 
         def body() -> dict[str, Any]:
             account = self.accounts.get_account(account_id)
@@ -330,7 +326,7 @@ class Exchange(Service):
             modes = validate_connection_modes(connection_modes)
         except Invalid as exc:
             errors += exc.errors
-        rows, refs = _transfer_records(resources, errors)
+        rows, refs = transfer_records(resources, errors)
         if errors:
             shown = errors[:MAX_TRANSFER_ERRORS]
             more = f" (and {len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
@@ -360,86 +356,7 @@ def annex_info(name: str, annex: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "content_type": annex["content_type"], "size": annex["size"], "sha256": annex["sha256"]}
 
 
-def _transfer_records(resources: Any, errors: list[dict]) -> tuple[list[tuple[str, UUID, dict]],
-                                                                    dict[str, dict[str, str]]]:
-    """Validated records with new ids, refs resolved, in an order where targets come first."""
-    if not isinstance(resources, dict):
-        errors.append({"field": "resources", "message": "must be an object of lists by kind"})
-        return [], {}
-    for key in resources:
-        if key not in TRANSFER_KINDS:
-            errors.append({"field": f"resources.{key}",
-                           "message": f"a transfer carries {', '.join(TRANSFER_KINDS)}, not {key!r}"})
-    ids: dict[str, dict[str, UUID]] = {}  # kind -> ref -> id
-    new_ids: dict[str, set[UUID]] = {kind: set() for kind in KINDS}
-    rows: list[tuple[str, UUID, dict]] = []
-    for kind_name in TRANSFER_KINDS:  # KINDS order: what is referred to comes first
-        items = resources.get(kind_name, [])
-        kind = KINDS[kind_name]
-        ids[kind_name] = {}
-        if not isinstance(items, list):
-            errors.append({"field": f"resources.{kind_name}", "message": "must be a list"})
-            continue
-        for index, item in enumerate(items):
-            where = f"resources.{kind_name}[{index}]"
-            if not isinstance(item, dict):
-                errors.append({"field": where, "message": "must be an object"})
-                continue
-            data = dict(item)
-            ref = data.pop("ref", None)
-            if ref is not None:
-                if isinstance(ref, bool) or not isinstance(ref, (str, int)) or not str(ref).strip() \
-                        or len(str(ref)) > 100:
-                    errors.append({"field": f"{where}.ref", "message": "must be a text or a number (1 to 100 "
-                                   "characters)"})
-                    ref = None
-                elif str(ref) in ids[kind_name]:
-                    errors.append({"field": f"{where}.ref", "message": f"another {kind.singular} has the ref "
-                                   f"{ref!r}"})
-                    ref = None
-            renamed: dict[str, str] = {}
-            for field_name, target in kind.references.items():
-                ref_field = field_name.removesuffix("_id") + "_ref"
-                if ref_field not in data:
-                    continue
-                if field_name in data:
-                    errors.append({"field": f"{where}.{ref_field}",
-                                   "message": f"give {field_name} or {ref_field}, not both"})
-                target_ref = data.pop(ref_field)
-                renamed[field_name] = ref_field
-                if target_ref is None:
-                    continue
-                target_id = ids.get(target, {}).get(str(target_ref))
-                if target_id is None:
-                    errors.append({"field": f"{where}.{ref_field}",
-                                   "message": f"no {KINDS[target].singular} with the ref {target_ref!r} in the "
-                                   "transfer"})
-                    data[field_name] = uuid4()  # keeps the other checks going; the transfer is refused anyway
-                else:
-                    data[field_name] = target_id
-            record_id = uuid4()
-            new_ids[kind_name].add(record_id)
-            if ref is not None:  # even if the record is refused below: no cascade of errors on its referrers
-                ids[kind_name][str(ref)] = record_id
-            try:
-                fields = validate_fields(kind, data)
-            except Invalid as exc:
-                for e in exc.errors:
-                    errors.append({"field": f"{where}.{renamed.get(e['field'], e['field'])}",
-                                   "message": e["message"]})
-                continue
-            for field_name, target in kind.references.items():
-                value = fields.get(field_name)
-                if value is not None and field_name not in renamed and value not in new_ids[target]:
-                    errors.append({"field": f"{where}.{field_name}",
-                                   "message": f"no {KINDS[target].singular} with id {value} in the transfer "
-                                   f"(refer to it with {field_name.removesuffix('_id')}_ref)"})
-            rows.append((kind_name, record_id, fields))
-    refs = {kind: {ref: str(record_id) for ref, record_id in by_ref.items()} for kind, by_ref in ids.items() if by_ref}
-    return rows, refs
-
-
-# -- the users file: shape and checks -----------------------------------------------------------
+# -- the users file: one user's entry (the file's format: campus.rules.users_file) ----------
 LOGIN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 ARGON2ID = re.compile(r"^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}$")
 UserName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), VISIBLE]
@@ -476,78 +393,3 @@ class UserEntry(BaseModel):
         if self.console_access and not self.email:
             raise ValueError("console_access needs an e-mail address")
         return self
-
-
-def users_file_digest(document: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, no spaces) of everything but ``sha256``."""
-    content = {k: v for k, v in document.items() if k != "sha256"}
-    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def parse_users_file(raw: bytes) -> tuple[list[UserEntry], dict[str, dict[str, list[str]]]]:
-    """The checked entries and assignments of a users file; FormatError (422) otherwise."""
-    def refuse(where: str, message: str, code: str) -> FormatError:
-        return FormatError(f"{where}: {message}", errors=[{"field": where, "message": message}], code=code)
-
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise refuse("file", f"not JSON ({exc.msg}): this is not a {USERS_FORMAT} file", "not_a_users_file") from None
-    if not isinstance(document, dict) or document.get("format") != USERS_FORMAT:
-        fmt = document.get("format") if isinstance(document, dict) else None
-        what = f"a {fmt!r} file" if isinstance(fmt, str) else "a file without a format name"
-        raise refuse("format", f"this is {what}, not a {USERS_FORMAT!r} file", "not_a_users_file")
-    version = document.get("version")
-    if version != USERS_VERSION or isinstance(version, bool):
-        raise refuse("version", f"version {version!r} of the {USERS_FORMAT} format is not supported; this server "
-                     f"reads version {USERS_VERSION}", "unsupported_version")
-    declared = document.get("sha256")
-    if not isinstance(declared, str):
-        raise refuse("sha256", "missing: the file must carry its SHA-256", "checksum_mismatch")
-    if users_file_digest(document) != declared:
-        raise refuse("sha256", "does not match the file's content: the file was altered or damaged",
-                     "checksum_mismatch")
-    errors: list[dict] = []
-    users = document.get("users")
-    entries: list[UserEntry] = []
-    if not isinstance(users, list):
-        errors.append({"field": "users", "message": "must be a list"})
-        users = []
-    seen: dict[str, int] = {}
-    for index, item in enumerate(users):
-        try:
-            entry = UserEntry.model_validate(item)
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False, include_input=False):
-                loc = ".".join(str(p) for p in err["loc"])
-                errors.append({"field": f"users[{index}]" + (f".{loc}" if loc else ""),
-                               "message": err["msg"].removeprefix("Value error, ")})
-            continue
-        key = entry.login.casefold()
-        if key in seen:
-            errors.append({"field": f"users[{index}].login",
-                           "message": f"{entry.login!r} is already users[{seen[key]}] (logins ignore case)"})
-            continue
-        seen[key] = index
-        entries.append(entry)
-    assignments = document.get("assignments", {})
-    if not isinstance(assignments, dict):
-        errors.append({"field": "assignments", "message": "must map planning names to profiles"})
-        assignments = {}
-    profiles = [p.value for p in Profile]
-    for planning_name, by_profile in assignments.items():
-        where = f"assignments.{planning_name}"
-        if not isinstance(by_profile, dict):
-            errors.append({"field": where, "message": f"must map profiles ({', '.join(profiles)}) to logins"})
-            continue
-        for profile, logins in by_profile.items():
-            if profile not in profiles:
-                errors.append({"field": f"{where}.{profile}", "message": f"unknown profile; use {', '.join(profiles)}"})
-            elif not isinstance(logins, list) or not all(isinstance(x, str) for x in logins):
-                errors.append({"field": f"{where}.{profile}", "message": "must be a list of logins"})
-    if errors:
-        shown = errors[:MAX_TRANSFER_ERRORS]
-        raise FormatError("the users file cannot be imported: " + "; ".join(f"{e['field']}: {e['message']}"
-                                                                            for e in shown),
-                          errors=shown, code="invalid_users_file")
-    return entries, assignments

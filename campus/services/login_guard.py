@@ -245,7 +245,7 @@ class LoginGuard(Service):
     """Failed authentications counted per address, suspensions and unblocking (hosting guide fiche 11)."""
 
     # The services it calls, by name (self.<name> is campus/services/<name>.py's), set by the composition root.
-    uses = ("accounts", "mail")
+    uses = ("accounts", "outbox")
 
     def __init__(self, core: Core) -> None:
         super().__init__(core)
@@ -393,7 +393,7 @@ class LoginGuard(Service):
 
         watch, now, new = self._run(tenant, body)
         if new and tenant in self.repository:  # a real school (not an unknown hosting number's)
-            self.mail.notify_manager(
+            self.outbox.notify_manager(
                 tenant, "security", f"address {address} suspended after failed logins",
                 f"{failures} failed authentications came from {address} within "
                 f"{settings.login_failures_window_minutes} minutes: its logins to your school are "

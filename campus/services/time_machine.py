@@ -23,6 +23,7 @@ from campus.aggregates.school_base import Base
 from campus.errors import Conflict, Invalid, NotFound
 from campus.infra.context import context_changed
 from campus.projections.timeline import BaseAt
+from campus.rules.publication import describe
 from campus.rules.records import KINDS
 from campus.services.base import Service
 
@@ -62,8 +63,6 @@ class TimeMachine(Service):
     def publication_as_of(self, account_id: UUID, planning_id: UUID,
                           instant: datetime) -> tuple[Planning, dict, int]:
         """The planning's publication as it was at `instant` (its spaces' rules from the base then)."""
-        from campus.services.publication import describe
-
         planning, position = self.planning_as_of(account_id, planning_id, instant)
         modes: dict = {}
         if planning.base_id is not None and (base := self.timeline.base_at(planning.base_id, instant)) is not None:

@@ -69,7 +69,7 @@ def build(schema: str, snapshots: Path, workdir: Path) -> Built:
                             sequences_per_day=8, sequence_minutes=60, split=1)
         app.bases.set_server_state(account_id, p2.id, "stopped")
         clock.advance(timedelta(days=1))
-        taken = app.backups.run_due_backups()
+        taken = app.backup_schedule.run_due_backups()
         assert {b.kind for b in taken} == {"save", "archive"} and {b.planning_id for b in taken} == {p1.id}
         return Built(opened.account.hosting_number, opened.console_password, opened.invoice_number,
                      str(p1.id), str(p2.id))

@@ -26,7 +26,7 @@ from uuid import uuid4
 
 import pytest
 
-from campus.rules.export_format import read_base_file
+from campus.rules.base_file_reader import read_base_file
 from campus.services.backups import remove_unfinished_writes
 
 WRITER = textwrap.dedent('''

@@ -19,7 +19,7 @@ from campus.application import CampusApplication
 from campus.cli import main as cli_main
 from campus.infra.clock import ManualClock
 from campus.infra.settings import Settings
-from campus.rules.export_format import read_base_file
+from campus.rules.base_file_reader import read_base_file
 from campus.services.backups import boundaries
 
 START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
@@ -35,9 +35,11 @@ def _fresh_backup_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """A logger that honours capture_logs even if logging was configured (and cached) earlier."""
     import structlog
 
+    import campus.services.backup_schedule
     import campus.services.backups
 
     monkeypatch.setattr(campus.services.backups, "log", structlog.get_logger("campus.backups"))
+    monkeypatch.setattr(campus.services.backup_schedule, "log", structlog.get_logger("campus.backups"))
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ def test_forty_days_of_schedule_keep_30_archives_and_12_saves(backup_settings: S
             app.bases.add_record(account_id, planning_id, "classes", {"name": f"C{hour}"})
             added.append((app.bases.current_base(account_id, planning_id)[1].modified_on, hour))
             if hour % 6 == 0:  # the scheduler missed some boundaries: it must catch them all up
-                app.backups.run_due_backups()
+                app.backup_schedule.run_due_backups()
 
         listed = app.backups.list_backups(account_id, planning_id)
         saves = [b for b in listed if b.kind == "save"]
@@ -84,10 +86,10 @@ def test_forty_days_of_schedule_keep_30_archives_and_12_saves(backup_settings: S
             assert loaded.counts()["classes"] == expected == backup.counts["classes"]
         folder = backup_settings.snapshots_dir / str(account_id)
         assert sorted(p.name for p in folder.iterdir()) == sorted(f"{b.id}.campus" for b in listed)
-        discarded = [b for b in app.backups._backups_of(account_id, planning_id) if b.discarded]
+        discarded = [b for b in app.backups.backups_of(account_id, planning_id) if b.discarded]
         assert len(discarded) == (40 * 12 - 12) + (40 - 30)  # 480 save and 40 archive boundaries passed
         assert not any(app.backups.backup_path(b).exists() for b in discarded)
-        assert app.backups.run_due_backups() == []  # nothing new is due
+        assert app.backup_schedule.run_due_backups() == []  # nothing new is due
     finally:
         app.close()
 

@@ -449,7 +449,7 @@ def test_users_file_refusals(sqlite_only_settings, clock):
         assert_problem(post(tampered), 422, code="checksum_mismatch", detail="altered")
         assert_problem(post(orjson.dumps({**doc, "version": 9})), 422, code="unsupported_version",
                        detail="version 9")
-        from campus.services.exchange import users_file_digest
+        from campus.rules.users_file import users_file_digest
 
         def resigned(document: dict) -> bytes:
             return orjson.dumps({**document, "sha256": users_file_digest(document)})

@@ -430,7 +430,7 @@ def test_connection_details_reset_the_passwords_and_mail_them_in_a_pdf_letter(ms
     changes = history(client, h, type="DirectoryUser.PasswordChanged")
     assert len(changes) == 2 and all(c["actor"] == ms.school.actor for c in changes)
     assert_nowhere(ms, list(passwords.values()), r, client.get(OUTBOX, headers=h))
-    assert client.app.state.campus.mail._mail_keys().count() == 0, "every key is shredded once its message is sent"
+    assert client.app.state.campus.outbox._mail_keys().count() == 0, "every key is shredded once its message is sent"
 
 
 def test_connection_details_refusals(ms: CampusSchool, smtp_server):  # noqa: ANN001
@@ -508,7 +508,7 @@ def test_a_message_that_keeps_failing_is_abandoned_and_can_be_sent_again(ms: Cam
 
 
 def client_keys(cs: CampusSchool) -> int:
-    return cs.client.app.state.campus.mail._mail_keys().count()  # type: ignore[attr-defined]
+    return cs.client.app.state.campus.outbox._mail_keys().count()  # type: ignore[attr-defined]
 
 
 def test_without_an_smtp_server_mail_stays_queued_and_is_sent_after_a_restart(settings: Settings,  # noqa: ANN001

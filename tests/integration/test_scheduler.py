@@ -24,7 +24,8 @@ from campus.aggregates.backup import Backup
 from campus.application import CampusApplication
 from campus.infra.clock import ManualClock
 from campus.infra.settings import Settings
-from campus.services.backups import Gone, base_file_at, boundaries, scheduled_backup_id
+from campus.services.backup_schedule import base_file_at, scheduled_backup_id
+from campus.services.backups import Gone, boundaries
 
 START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 BACKLOG = timedelta(days=30)
@@ -48,7 +49,7 @@ def two_apps(settings: Settings, clock: ManualClock) -> Any:
 
 
 def _every_backup(app: CampusApplication, account_id: UUID, planning_id: UUID) -> list[Backup]:
-    return [app.repository.get(b.id) for b in app.backups._backups_of(account_id, planning_id)]
+    return [app.repository.get(b.id) for b in app.backups.backups_of(account_id, planning_id)]
 
 
 def _event_names(app: CampusApplication, aggregate_id: UUID) -> list[str]:
@@ -59,7 +60,7 @@ def _a_backlog(app: CampusApplication, clock: ManualClock) -> tuple[UUID, UUID]:
     """A base in service whose scheduler ran a day, then nothing for 30 days."""
     account_id, planning_id = service_school(app)
     clock.advance(timedelta(days=1))
-    first = app.backups.run_due_backups()
+    first = app.backup_schedule.run_due_backups()
     assert first and all(b.scheduled for b in first)
     clock.advance(BACKLOG)
     return account_id, planning_id
@@ -94,7 +95,7 @@ def test_two_servers_running_the_due_backups_at_once_take_each_slot_once(two_app
     def run(app: CampusApplication) -> None:
         try:
             go.wait(10)
-            app.backups.run_due_backups()
+            app.backup_schedule.run_due_backups()
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
@@ -105,10 +106,10 @@ def test_two_servers_running_the_due_backups_at_once_take_each_slot_once(two_app
         thread.join(120)
     assert failures == []
     # What neither finished (a slot skipped while the other was writing it) the next round takes.
-    first.backups.run_due_backups()
-    second.backups.run_due_backups()
+    first.backup_schedule.run_due_backups()
+    second.backup_schedule.run_due_backups()
     _check_each_slot_once_and_retention(first, account_id, planning_id)
-    assert second.backups.run_due_backups() == [] and first.backups.run_due_backups() == []
+    assert second.backup_schedule.run_due_backups() == [] and first.backup_schedule.run_due_backups() == []
 
 
 def test_a_scheduled_backup_has_the_identity_of_its_slot(two_apps: list[CampusApplication],
@@ -117,13 +118,13 @@ def test_a_scheduled_backup_has_the_identity_of_its_slot(two_apps: list[CampusAp
     first, second = two_apps
     account_id, planning_id = service_school(first)
     clock.advance(timedelta(hours=3))
-    taken = first.backups.run_due_backups()
+    taken = first.backup_schedule.run_due_backups()
     assert [b.kind for b in taken] == ["save"]
     slot = taken[0]
     # The second server had not seen it (its view of the planning's backups is empty): it still
     # cannot take the slot again.
-    second.backups._backups_of = lambda *_: []  # type: ignore[method-assign]
-    assert second.backups.run_due_backups() == []
+    second.backups.backups_of = lambda *_: []  # type: ignore[method-assign]
+    assert second.backup_schedule.run_due_backups() == []
     again = [b for b in _every_backup(first, account_id, planning_id) if b.taken_at == slot.taken_at]
     assert [b.id for b in again] == [slot.id]
 
@@ -144,9 +145,9 @@ def test_scheduled_backups_stored_with_random_ids_still_count(settings: Settings
                                           kind="save", name=f"old save {at}", taken_at=at, position=past.position,
                                           scheduled=True))
         assert len(old) == 3 and all(b.id != scheduled_backup_id(planning_id, "save", b.taken_at) for b in old)
-        assert app.backups.run_due_backups() == []  # those slots are taken
+        assert app.backup_schedule.run_due_backups() == []  # those slots are taken
         clock.advance(timedelta(hours=22))  # 11 new slots: 14 saves, the 2 oldest go
-        taken = app.backups.run_due_backups()
+        taken = app.backup_schedule.run_due_backups()
         assert [b.taken_at for b in taken if b.kind == "save"] == boundaries("save", old[-1].taken_at, clock.now())
         every = _every_backup(app, account_id, planning_id)
         assert Counter((b.kind, b.taken_at) for b in every).most_common(1)[0][1] == 1
@@ -169,15 +170,15 @@ def test_retention_reads_its_backups_again_when_its_command_is_retried(two_apps:
         clock.advance(timedelta(minutes=5))
         saves.append(first.backups.take_backup(account_id, planning_id))
     raced = []
-    run = second.backups._run
+    run = second.backup_schedule._run
 
     def racing(tenant: Any, body: Any) -> Any:
         if not raced:
-            raced.append(first.backups._apply_retention(account_id, planning_id))
+            raced.append(first.backup_schedule._apply_retention(account_id, planning_id))
         return run(tenant, body)
 
-    second.backups._run = racing  # type: ignore[method-assign]
-    second.backups._apply_retention(account_id, planning_id)
+    second.backup_schedule._run = racing  # type: ignore[method-assign]
+    second.backup_schedule._apply_retention(account_id, planning_id)
     assert [b.id for b in raced[0]] == [s.id for s in saves[:2]]
     for save in saves:
         expected = 1 if save in saves[:2] else 0
@@ -191,15 +192,16 @@ def test_the_schedule_runs_in_the_lease_holder_only_and_moves_on_when_it_stops(
     account_id, planning_id = _a_backlog(first, clock)
     rounds: dict[int, int] = {0: 0, 1: 0}
     for n, app in enumerate(two_apps):
-        work = app.backups.run_due_backups
+        work = app.backup_schedule.run_due_backups
 
         def counted(n: int = n, work: Any = work) -> list:
             rounds[n] += 1
             return work()
 
-        app.backups.run_due_backups = counted  # type: ignore[method-assign]
+        app.backup_schedule.run_due_backups = counted  # type: ignore[method-assign]
     stops = [threading.Event(), threading.Event()]
-    threads = [app.backups.start_scheduler(stop, every=0.05, retry=0.05) for app, stop in zip(two_apps, stops, strict=True)]
+    threads = [app.backup_schedule.start_scheduler(stop, every=0.05, retry=0.05)
+               for app, stop in zip(two_apps, stops, strict=True)]
     try:
         _wait_for(lambda: len(first.backups.list_backups(account_id, planning_id)) == 42)
         leader = 0 if rounds[0] else 1
@@ -228,18 +230,18 @@ def test_the_backup_and_year_schedulers_are_one_thread_under_the_lease(two_apps:
     first, second = two_apps
     stop = threading.Event()
     try:
-        backups = first.backups.start_backup_scheduler(stop)
+        backups = first.backup_schedule.start_backup_scheduler(stop)
         year = first.school_year.start_year_scheduler(stop)
         assert backups is year and backups.is_alive()
-        other = second.backups.start_backup_scheduler(stop)
-        _wait_for(lambda: first.backups._scheduler_lease().held)
-        assert not second.backups._scheduler_lease().held
+        other = second.backup_schedule.start_backup_scheduler(stop)
+        _wait_for(lambda: first.backup_schedule._scheduler_lease().held)
+        assert not second.backup_schedule._scheduler_lease().held
     finally:
         stop.set()
     for thread in (backups, other):
         thread.join(10)
         assert not thread.is_alive()
-    assert not first.backups._scheduler_lease().held
+    assert not first.backup_schedule._scheduler_lease().held
 
 
 def _wait_for(condition: Any, timeout: float = 30.0) -> None:

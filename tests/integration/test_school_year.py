@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 from campus.application import CampusApplication
 from campus.infra.clock import ManualClock
 from campus.infra.settings import Settings
-from campus.rules.export_format import read_base_file
+from campus.rules.base_file_reader import read_base_file
 
 JUNE_20 = datetime(2027, 6, 20, 8, 0, tzinfo=UTC)
 # Europe/Paris is UTC+2 in summer: 00:00 local is 22:00 UTC the day before.
@@ -394,7 +394,7 @@ def _year_archive_outlives_retention(app: CampusApplication, june: ManualClock) 
     year_archive = change.archives[0]["backup_id"]
     for _ in range(40):  # forty days of daily archives: retention keeps 30 of them, and the year's archive
         june.advance(timedelta(days=1))
-        app.backups.run_due_backups()
+        app.backup_schedule.run_due_backups()
     backups = [b for b in app.backups.list_backups(account_id, planning_id) if not b.discarded]
     assert [b.id for b in backups if b.kept] == [year_archive]
     assert len([b for b in backups if b.kind == "archive" and not b.kept]) == 30

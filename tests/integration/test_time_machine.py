@@ -161,7 +161,7 @@ def test_restore_rules(app: Any) -> None:
 
 
 def test_a_restore_and_a_load_first_save_the_base_they_replace(app: Any) -> None:
-    from campus.rules.export_format import read_base_file
+    from campus.rules.base_file_reader import read_base_file
 
     application, clock = app
     account_id, planning_id = service_school(application)

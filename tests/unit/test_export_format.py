@@ -1,5 +1,6 @@
 """The campus-base file format: round trip to the exact Python types, and every
-kind of damage detected (campus/rules/export_format.py, docs/EXPORT_FORMAT.md)."""
+kind of damage detected (campus/rules/export_format.py, campus/rules/base_file_reader.py,
+docs/EXPORT_FORMAT.md)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from campus.rules.base_file_reader import read_base_file, read_header
 from campus.rules.export_format import (
     CHUNK_BYTES,
     Annex,
     BaseFile,
     FormatError,
     prepare,
-    read_base_file,
-    read_header,
     validate_connection_modes,
     write_chunks,
     write_file,
