@@ -19,11 +19,9 @@ from pydantic import (
 )
 
 from campus.aggregates.user import Status
-from campus.rules.text import VISIBLE
-
 # Required text: invisible-only values (zero-width, control, every kind of space) are refused (campus/rules/text.py).
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), VISIBLE]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), VISIBLE]
+from campus.rules.text import Name
+from campus.rules.text import Short as Text
 Login = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 

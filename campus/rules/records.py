@@ -28,12 +28,8 @@ from pydantic import (
 )
 
 from campus.errors import Invalid
-from campus.rules.text import VISIBLE
-
-# Required text refuses invisible-only values (campus/rules/text.py).
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), VISIBLE]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000), VISIBLE]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), VISIBLE]
+from campus.rules.text import LongText as Text  # required text refuses invisible-only values
+from campus.rules.text import Name, Short
 Score = Annotated[Decimal, Field(max_digits=9, decimal_places=3, allow_inf_nan=False)]
 
 

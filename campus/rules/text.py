@@ -18,9 +18,9 @@ Use :func:`required_text` in the service layer (422 naming the field) and
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StringConstraints
 
 from campus.errors import Invalid
 
@@ -83,3 +83,8 @@ def _visible(value: str) -> str:
 VISIBLE = AfterValidator(_visible)
 
 __all__ = ["BLANK_MESSAGE", "VISIBLE", "is_blank", "is_invisible", "required_text", "visible_strip"]
+
+# Required text of each length the API and the record kinds use.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), VISIBLE]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), VISIBLE]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000), VISIBLE]
