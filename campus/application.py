@@ -15,12 +15,14 @@ from eventsourcing.application import Application, Repository
 from eventsourcing.persistence import Transcoder
 from eventsourcing.utils import Environment, register_topic
 
-from campus.commands import CommandPath, CommandRepository
+from campus.aggregates.school_base import Base
+from campus.commands import CommandPath
 from campus.infra.clock import Clock, SystemClock
 from campus.infra.locks import StoreLocks
 from campus.infra.settings import Settings
 from campus.infra.transcoder import MsgpackTranscoder
 from campus.projections.history import HistoryView
+from campus.repository import CommandRepository
 from campus.projections.timeline import TimelineView
 from campus.rules.records import Level
 from campus.rules.urls import UrlRule
@@ -101,6 +103,12 @@ class CampusApplication(Application):
                 _create_schema(env)
             super().__init__(env=env)
             self.commands = CommandPath(clock=self.clock, recorder=self.recorder, mapper=self.mapper, locks=self.locks)
+            self.commands.on_commit(self.repository.committed)
+            self.commands.on_failure_forget(self.repository.memory.forget)
+            self.commands.shared = self.repository.is_shared
+            if not settings.uses_postgres:  # positions commit in order: one look at the head per request
+                self.repository.head = self.commands.log_after
+                self.repository.memory.seen = self.recorder.max_notification_id() or 0  # memory is empty
             self.history = HistoryView(self)
             self.timeline = TimelineView(self)
             MailKeys.create_table(self)
@@ -122,7 +130,8 @@ class CampusApplication(Application):
         return MsgpackTranscoder()
 
     def construct_repository(self) -> Repository:
-        return CommandRepository(event_store=self.events, snapshot_store=self.snapshots)
+        # Bases are kept by the bases service (BaseCache), changed in place under the school's guard.
+        return CommandRepository(event_store=self.events, snapshot_store=self.snapshots, uncached=(Base,))
 
     def save(self, *objs: Any, **kwargs: Any) -> list:
         """Every save goes through the command path (campus/commands.py), never the library's own."""

@@ -52,7 +52,6 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import structlog
-from eventsourcing.application import Repository
 from eventsourcing.persistence import (
     IntegrityError,
     PersistenceError,
@@ -80,6 +79,7 @@ GUARD_LOCK_TIMEOUT_MS = 30_000  # PostgreSQL: how long a command waits for its s
 # PostgreSQL: commands holding a connection at once; the rest of the pool (20) stays free for reads
 # outside commands and for the views' followers, which a command may wait for.
 COMMAND_CONNECTIONS = 12
+CATCH_UP_ROWS = 10_000  # SQLite: positions read at a time by log_after (the repository catching up)
 
 
 @dataclass(eq=False)
@@ -95,6 +95,7 @@ class Scope:
     writes: list[Callable[[Any], None]] = field(default_factory=list)  # run in the append transaction
     after: list[Callable[[], None]] = field(default_factory=list)  # run once committed
     positions: list[int] = field(default_factory=list)  # notification ids given to the events
+    fresh: bool = False  # the repository's memory was brought up to date for this command
 
 
 _scope: ContextVar[Scope | None] = ContextVar("campus_command", default=None)
@@ -114,6 +115,8 @@ class CommandPath:
         if self.is_postgres:
             self.qualified = f'"{recorder.datastore.schema}"."{self.table}"'
         self._forgetters: list[Callable[[set[UUID]], None]] = []
+        self._on_commit: list[Callable[[Any], None]] = []
+        self.shared: Callable[[Any], bool] = lambda aggregate: False  # the repository's cached object?
         self._connections = threading.BoundedSemaphore(COMMAND_CONNECTIONS)
         self._local = threading.local()
 
@@ -127,6 +130,18 @@ class CommandPath:
     def on_failure_forget(self, forget: Callable[[set[UUID]], None]) -> None:
         """Register a cache: `forget(ids)` drops those aggregates when a command fails."""
         self._forgetters.append(forget)
+
+    def on_commit(self, committed: Callable[[Any], None]) -> None:
+        """Register `committed(aggregates)`, told the aggregates of each command once they are stored."""
+        self._on_commit.append(committed)
+
+    def log_after(self, position: int) -> list[tuple[int, Any]]:
+        """SQLite: (position, aggregate id) of the events after `position`, in order, at most CATCH_UP_ROWS."""
+        with self.recorder.datastore.get_connection(commit=False) as conn:
+            rows = conn._sqlite_conn.execute(  # noqa: SLF001 - one statement, no transaction needed
+                f"SELECT rowid, originator_id FROM {self.table} WHERE rowid > ?"
+                f" ORDER BY rowid LIMIT {CATCH_UP_ROWS}", (position,)).fetchall()
+        return [(row[0], UUID(row[1])) for row in rows]
 
     # -- running a command ------------------------------------------------------------------
     def run(self, tenant: Any, body: Callable[[], T]) -> T:
@@ -228,6 +243,11 @@ class CommandPath:
         for aggregate in aggregates:
             if aggregate is None:
                 continue
+            if self.shared(aggregate):
+                # Read outside any command, changed, then saved: no longer the committed state readers share.
+                log.warning("shared_aggregate_changed", aggregate_type=type(aggregate).__name__)
+                for forget in self._forgetters:
+                    forget({aggregate.id})
             scope.events.extend(aggregate.collect_events())
             scope.saved[aggregate.id] = aggregate
 
@@ -301,6 +321,9 @@ class CommandPath:
 
     # -- afterwards -----------------------------------------------------------------------------------
     def _committed(self, scope: Scope) -> None:
+        if scope.saved:
+            for committed in self._on_commit:
+                committed(scope.saved.values(), scope.positions)
         for action in scope.after:
             try:
                 action()
@@ -316,17 +339,6 @@ class CommandPath:
         if ids:
             for forget in self._forgetters:
                 forget(ids)
-
-
-class CommandRepository(Repository):
-    """The library's repository, which inside a command gives back the aggregates the command has
-    already saved (their events wait for the command's one append), not their stored versions."""
-
-    def get(self, aggregate_id: Any, *, version: int | None = None, **kwargs: Any) -> Any:
-        scope = current_scope()
-        if version is None and scope is not None and aggregate_id in scope.saved:
-            return scope.saved[aggregate_id]
-        return super().get(aggregate_id, version=version, **kwargs)
 
 
 def _is_version_conflict(exc: Exception, table: str) -> bool:

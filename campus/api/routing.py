@@ -40,6 +40,7 @@ from campus.errors import (
     Unauthenticated,
 )
 from campus.infra.context import current_context, set_actor
+from campus.repository import fresh_reads
 
 if TYPE_CHECKING:
     from campus.aggregates.account import HostingAccount
@@ -270,7 +271,8 @@ def _bare_call(application: CampusApplication, request: Request) -> Call:
 
 
 def _handle(application: CampusApplication, ep: Endpoint, request: Request, raw: bytes | Path) -> Response:
-    """Runs in a worker thread: validate, authenticate, call, encode."""
+    """Runs in a worker thread (its own copy of the context): validate, authenticate, call, encode."""
+    fresh_reads()  # the request reads the store as of its first read, plus what its own commands write
     try:
         args: list[Any] = []
         call = _bare_call(application, request)

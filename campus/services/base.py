@@ -31,7 +31,7 @@ class Core:
     settings: Settings
     clock: Clock
     commands: CommandPath  # the one write path
-    repository: Any  # aggregates read from the store (campus.commands.CommandRepository)
+    repository: Any  # aggregates read from the store (campus.repository.CommandRepository)
     events: Any  # the library's event store (a base's events after a version)
     mapper: Any  # stored event <-> domain event
     recorder: Any  # the library's recorder (its datastore holds our own tables)
