@@ -28,6 +28,7 @@ from campus.api.handlers import api
 from campus.api.middleware import RequestContextMiddleware
 from campus.api.openapi import campus_version
 from campus.api.problems import EXCEPTION_HANDLERS
+from campus.api.router import PrefixRouter
 from campus.application import CampusApplication
 from campus.infra.clock import Clock
 from campus.infra.settings import Settings, operator_token
@@ -119,5 +120,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    # The same routes, tried by the literal beginning of the path (campus/api/router.py).
+    app.router = PrefixRouter(routes=app.router.routes, lifespan=lifespan)
     app.state.campus = app_service
     return app
