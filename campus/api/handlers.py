@@ -9,9 +9,9 @@ from starlette.responses import Response
 
 from campus.aggregates.planning import Profile
 from campus.api import schemas as s
-from campus.api.history_stream import MEDIA_TYPE, history_stream, last_event_id
+from campus.api.history_stream import EXPORT_MEDIA_TYPE, MEDIA_TYPE, history_export, history_stream, last_event_id
 from campus.api.openapi import openapi_bytes
-from campus.api.routing import Api, Auth, Call, Reply, encode_json
+from campus.api.routing import Api, Auth, Call, Reply
 from campus.api.views import account_view, controller_view, planning_view, user_view
 from campus.errors import Invalid, NotFound
 from campus.projections.history import HistoryQuery
@@ -266,24 +266,16 @@ def _history_query(call: Call, limit: int) -> HistoryQuery:
 @api.get("/v1/console/history", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history")
 def history(call: Call) -> dict:
     """The school's events, oldest first, filtered and paged by position."""
-    events, next_position = call.app.history.query(
+    events, next_position = call.app.history.page(
         _history_query(call, min(call.query.limit, call.app.settings.history_page_max)))
     return {"events": events, "next": next_position}
 
 
 @api.get("/v1/console/history/export", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history",
-         produces="application/x-ndjson")
-def export_history(call: Call) -> Reply:
-    """The filtered history as JSON lines (one event per line), all pages at once; `limit` is ignored."""
-    query, lines = _history_query(call, call.app.settings.history_page_max), []
-    while True:
-        events, next_position = call.app.history.query(query)
-        lines += [encode_json(e) for e in events]
-        if next_position is None:
-            break
-        query = replace(query, after=next_position)
-    return Reply(b"".join(line + b"\n" for line in lines), media_type="application/x-ndjson",
-                 headers={"Content-Disposition": 'attachment; filename="history.jsonl"'})
+         produces=EXPORT_MEDIA_TYPE)
+def export_history(call: Call) -> Response:
+    """The filtered history as JSON lines (one event per line), streamed to the end; `limit` is ignored."""
+    return history_export(call.app, _history_query(call, call.app.settings.history_page_max))
 
 
 @api.get("/v1/console/history/stream", auth=Auth.CONSOLE, query=s.HistoryParams, tag="history",

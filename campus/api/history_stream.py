@@ -1,4 +1,4 @@
-"""The live history: Server-Sent Events that follow the history view.
+"""The history's streamed answers: the live history (Server-Sent Events) and the export (JSON lines).
 
 ``GET /v1/console/history/stream`` answers ``text/event-stream``. Each event of
 the school that passes the filters is one message::
@@ -22,6 +22,15 @@ redacted the same way, and only the caller's school's rows.
 
 The generator runs on the event loop: it sleeps with ``anyio.sleep`` and reads
 the store in a worker thread, so an open stream holds no thread while it waits.
+
+``GET /v1/console/history/export`` answers ``application/x-ndjson``, one event
+per line, read a page at a time as the client takes them
+(:meth:`HistoryView.export <campus.projections.history.HistoryView.export>`):
+memory holds one page whatever the length of the history, and the export holds
+the events up to where the view was when it began. A store that fails before the
+first byte is a problem (503) like any other; after it, the answer is cut short
+(no end of the chunked body: the client sees an incomplete download, never a
+complete-looking partial one).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import anyio
 import structlog
 from eventsourcing.persistence import PersistenceError
 from starlette.responses import StreamingResponse
+from starlette.types import Send
 
 from campus.api.routing import encode_json
 from campus.errors import Invalid, StoreUnavailable, Unauthenticated
@@ -44,6 +54,7 @@ if TYPE_CHECKING:
     from campus.application import CampusApplication
 
 MEDIA_TYPE = "text/event-stream"
+EXPORT_MEDIA_TYPE = "application/x-ndjson"
 POLL_SECONDS = 0.5
 MAX_POSITION = 2**63 - 1
 log = structlog.get_logger("campus.history")
@@ -96,7 +107,7 @@ async def _follow(app: CampusApplication, query: HistoryQuery, token: str) -> As
                 await anyio.sleep(POLL_SECONDS)
                 continue
             if position != drained_at:
-                events, more = await anyio.to_thread.run_sync(app.history.query, replace(query, after=cursor))
+                events, more = await anyio.to_thread.run_sync(app.history.page, replace(query, after=cursor))
                 if events:
                     if not await signed_in():  # never an event for a session that has ended
                         return
@@ -119,6 +130,30 @@ async def _follow(app: CampusApplication, query: HistoryQuery, token: str) -> As
         log.warning("history_stream_store_unavailable", error_type=type(exc).__name__)
     except Exception as exc:  # noqa: BLE001 - the headers are sent: end the stream cleanly, say why in the log
         log.error("history_stream_failed", error_type=type(exc).__name__, exc_info=exc)
+
+
+def history_export(app: CampusApplication, query: HistoryQuery) -> StreamingResponse:
+    """The export of `query` (runs in the handler's thread: the first page is read before the answer starts)."""
+    chunks = app.history.export(query, page=app.settings.history_page_max)
+    return _Export(chunks, media_type=EXPORT_MEDIA_TYPE,
+                   headers={"Content-Disposition": 'attachment; filename="history.jsonl"'})
+
+
+class _Export(StreamingResponse):
+    """A streamed answer that a store failure cuts short instead of ending it as if it were whole."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        sent = 0
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
+        except PersistenceError as exc:
+            # No last empty chunk: the server closes the connection and the client knows it is incomplete.
+            log.warning("history_export_cut", error_type=type(exc).__name__, bytes_sent=sent)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _still_signed_in(app: CampusApplication, token: str) -> bool:

@@ -213,7 +213,8 @@ class HistoryParams(Strict):
     until: AwareDatetime | None = Field(default=None, description="ISO 8601 instant with offset, inclusive")
     after: int | None = Field(default=None, ge=0, le=2**63 - 1, description=(
         "a position: events after it (the stream prefers the Last-Event-ID header)"))
-    limit: int = Field(default=100, ge=1, le=500, description="page size of the list; the export and stream ignore it")
+    limit: int = Field(default=100, ge=1, le=1000, description=(
+        "page size of the list (at most 1,000); the export and stream ignore it"))
 
     _in_range = field_validator("since", "until")(_utc_in_range)
 

@@ -34,7 +34,8 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     # Uploaded base files (loads) are streamed to <data_dir>/tmp under this cap.
     max_upload_bytes: int = 256 * 1024 * 1024
-    history_page_max: int = 500
+    # The largest page of the history list (its `limit`); also the page the export and stream read at a time.
+    history_page_max: int = 1000
     # The product version the school-year change installs (CAMPUS_RELEASE_VERSION); None: the year
     # the coming school year starts in ("2027" for 2027-2028), as the seeds name versions.
     release_version: str | None = None

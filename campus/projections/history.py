@@ -5,7 +5,8 @@ database as the events (SQLite file or PostgreSQL schema):
 
 * ``campus_history``: one row per event, with tenant, aggregate, type, actor,
   request id, client address, timestamp and the event's data with secrets
-  redacted; indexed for the filters of ``GET /v1/console/history``.
+  redacted; indexed for each filter of ``GET /v1/console/history`` within a tenant
+  (see :meth:`HistoryView.page_statement`).
 * ``campus_catalogue``: which aggregates of which type each tenant has (lists of
   users, for instance, are read from here).
 * ``campus_history_scope``: the planning and base each aggregate belongs to, as
@@ -25,8 +26,8 @@ from the first event (see docs/HISTORY.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
@@ -35,6 +36,7 @@ from uuid import UUID
 
 import orjson
 import structlog
+from psycopg.rows import tuple_row
 
 from campus.infra.redaction import redact
 from campus.projections.follower import ProjectedView
@@ -44,13 +46,18 @@ if TYPE_CHECKING:
 
 # The layout of the view's tables. Change it with the tables: a database whose view was
 # built under another version gets its view dropped and rebuilt from the events.
-# 1: the first layout (no version row); 2: planning_id and base_id, the scope table.
-SCHEMA_VERSION = 2
+# 1: the first layout (no version row); 2: planning_id and base_id, the scope table;
+# 3: an index per filter within a tenant (type, actor, aggregate, timestamp).
+SCHEMA_VERSION = 3
 SCOPE_LOOKUP_CHUNK = 400  # ids per IN (...) list, under every SQLite's variable limit
 log = structlog.get_logger("campus.history")
 _HIDDEN_FIELDS = ("originator_id", "originator_version", "timestamp", "meta", "originator_topic")
+# The columns of an event as the API shows it, in its keys' order (a row is a tuple of these).
 _EVENT_COLUMNS = ("position, timestamp, type, aggregate_id, aggregate_type, version, actor, request_id,"
                   " client_address, reason, data")
+# Several types are read as one index seek per type, merged in position order (UNION ALL); more
+# than this many (hardly a filter any more) read the tenant's rows in order, checking the type.
+TYPE_BRANCHES_MAX = 50
 
 
 def _json_default(value: Any) -> Any:
@@ -85,6 +92,23 @@ class HistoryQuery:
     # Events of that planning (its own, its bases', their backups', sessions opened on it) / that base.
     planning_id: str | None = None
     base_id: str | None = None
+    # Events at or before this position only (an export reads up to where the view was when it began).
+    upto: int | None = None
+
+
+@dataclass(frozen=True)
+class Positions:
+    """The positions where a time-filtered query's events lie (first and last), read from the time index."""
+
+    low: int
+    high: int
+
+    @property
+    def empty(self) -> bool:
+        return self.low > self.high
+
+
+NO_POSITIONS = Positions(1, 0)
 
 
 class HistoryView(ProjectedView):
@@ -140,10 +164,18 @@ class HistoryView(ProjectedView):
             " aggregate_type TEXT NOT NULL, type TEXT NOT NULL, version INTEGER NOT NULL,"
             " actor TEXT, request_id TEXT, client_address TEXT, reason TEXT,"
             " timestamp TEXT NOT NULL, data TEXT NOT NULL, planning_id TEXT, base_id TEXT)",
+            # Every filter of the API is an index seek within the tenant, in position order; the time
+            # is a range of its index giving the positions to read (`positions_statement`).
             f"CREATE INDEX IF NOT EXISTS campus_history_tenant ON {self.t_history} (tenant, position)",
-            f"CREATE INDEX IF NOT EXISTS campus_history_aggregate ON {self.t_history} (aggregate_id, position)",
+            f"CREATE INDEX IF NOT EXISTS campus_history_type ON {self.t_history} (tenant, type, position)",
+            f"CREATE INDEX IF NOT EXISTS campus_history_actor ON {self.t_history} (tenant, actor, position)",
+            f"CREATE INDEX IF NOT EXISTS campus_history_tenant_aggregate ON {self.t_history}"
+            " (tenant, aggregate_id, position)",
             f"CREATE INDEX IF NOT EXISTS campus_history_planning ON {self.t_history} (tenant, planning_id, position)",
             f"CREATE INDEX IF NOT EXISTS campus_history_base ON {self.t_history} (tenant, base_id, position)",
+            f"CREATE INDEX IF NOT EXISTS campus_history_time ON {self.t_history} (tenant, timestamp, position)",
+            # `version_at` (an aggregate's past, whatever its tenant).
+            f"CREATE INDEX IF NOT EXISTS campus_history_aggregate ON {self.t_history} (aggregate_id, position)",
             f"CREATE TABLE IF NOT EXISTS {self.t_catalogue} ("
             " aggregate_id TEXT PRIMARY KEY, tenant TEXT, aggregate_type TEXT NOT NULL,"
             f" position {big} NOT NULL)",
@@ -201,50 +233,137 @@ class HistoryView(ProjectedView):
 
     # -- reads ------------------------------------------------------------
     def query(self, q: HistoryQuery) -> tuple[list[dict], int | None]:
+        """A page of events (the data decoded), and the position to read the next page after (None: the end)."""
+        rows, next_position = self.rows(q)
+        return [_event(r, orjson.loads(r[-1])) for r in rows], next_position
+
+    def page(self, q: HistoryQuery) -> tuple[list[dict], int | None]:
+        """As :meth:`query`, with each event's data as stored (an ``orjson.Fragment``: encoded as is)."""
+        rows, next_position = self.rows(q)
+        return [_event(r, orjson.Fragment(r[-1])) for r in rows], next_position
+
+    def rows(self, q: HistoryQuery) -> tuple[list[tuple], int | None]:
+        """A page of events as row tuples (the columns of ``_EVENT_COLUMNS``), after catching up."""
         self.catch_up()
+        return self._rows(q, self.positions(q))
+
+    def export(self, q: HistoryQuery, page: int) -> Iterator[bytes]:
+        """Every event of `q` after ``q.after`` as JSON lines, `page` events per chunk, in position order.
+
+        Consistent: only the events up to the view's position when this is called (events recorded
+        meanwhile are not included, and none before it is missed: the view only ever appends). The
+        first page is read before this returns, so a store that cannot answer fails here, not in the
+        middle of the answer; the later pages are read as the chunks are taken, each in a transaction
+        of its own: memory holds one page, whatever the length of the history.
+        """
+        q = replace(q, upto=self.catch_up(), limit=page)
+        positions = self.positions(q)
+        rows, next_position = self._rows(q, positions)
+        return self._lines(q, positions, rows, next_position)
+
+    def _lines(self, q: HistoryQuery, positions: Positions | None, rows: list[tuple],
+               next_position: int | None) -> Iterator[bytes]:
+        while True:
+            if rows:
+                yield b"".join([event_line(r) for r in rows])
+            if next_position is None:
+                return
+            rows, next_position = self._rows(replace(q, after=next_position), positions)
+
+    def _rows(self, q: HistoryQuery, positions: Positions | None) -> tuple[list[tuple], int | None]:
+        if positions is not None and positions.empty:
+            return [], None
+        fetched = self._fetch(*self.page_statement(q, positions))
+        more = len(fetched) > q.limit
+        rows = fetched[: q.limit]
+        return rows, (rows[-1][0] if more and rows else None)
+
+    def positions(self, q: HistoryQuery) -> Positions | None:
+        """Where the events of `q`'s time range lie (None without `since`/`until`)."""
+        statement = self.positions_statement(q)
+        if statement is None:
+            return None
+        low, high = self._fetch(*statement)[0]
+        return NO_POSITIONS if low is None else Positions(int(low), int(high))
+
+    def _fetch(self, statement: str, params: Sequence[Any]) -> list[tuple]:
+        with self.datastore.transaction(commit=False) as curs:
+            # Plain tuples (the pools make dicts or sqlite3.Row): the cheapest rows to make and to encode
+            # (SQLite: the library's cursor wraps sqlite3's, whose row factory is set for this cursor only).
+            if self.is_postgres:
+                curs.row_factory = tuple_row
+            else:
+                curs.sqlite_cursor.row_factory = None
+            curs.execute(self._sql(statement), params)
+            return curs.fetchall()
+
+    # The SQL of the reads, with `?` placeholders (public: the query-plan test reads what runs).
+    def positions_statement(self, q: HistoryQuery) -> tuple[str, list] | None:
+        """The first and last positions of `q`'s time range: a range of the time index (tenant, timestamp,
+        position), read from the index alone. Timestamps follow positions only roughly (several servers'
+        clocks), so the range, not a guess from its ends, gives the positions."""
+        if not q.since and not q.until:
+            return None
         where, params = ["tenant = ?"], [q.tenant]
-        if q.types:
-            where.append(f"type IN ({','.join('?' * len(q.types))})")
-            params += list(q.types)
-        for column in ("actor", "aggregate_id", "planning_id", "base_id"):
-            if value := getattr(q, column):
-                where.append(f"{column} = ?")
-                params.append(value)
         if q.since:
             where.append("timestamp >= ?")
             params.append(iso(q.since))
         if q.until:
             where.append("timestamp <= ?")
             params.append(iso(q.until))
-        if q.after is not None:
-            where.append("position > ?")
-            params.append(q.after)
-        statement = (
-            f"SELECT {_EVENT_COLUMNS} FROM {self.t_history} WHERE {' AND '.join(where)}"
-            f" ORDER BY position LIMIT {int(q.limit) + 1}"
-        )
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._sql(statement), params)
-            fetched = curs.fetchall()
-        more = len(fetched) > q.limit
-        events = [self._row_to_event(r) for r in fetched[: q.limit]]
-        return events, (events[-1]["position"] if more and events else None)
+        # `+ 0`: PostgreSQL would otherwise answer MIN and MAX by walking the position index until a row
+        # of the range turns up, which reads every row before (or after) the range.
+        return (f"SELECT MIN(position + 0) AS low, MAX(position + 0) AS high FROM {self.t_history}"
+                f" WHERE {' AND '.join(where)}", params)
 
-    @staticmethod
-    def _row_to_event(r: Any) -> dict:
-        return {
-            "position": int(r["position"]),
-            "timestamp": r["timestamp"],
-            "type": r["type"],
-            "aggregate_id": r["aggregate_id"],
-            "aggregate_type": r["aggregate_type"],
-            "version": int(r["version"]),
-            "actor": r["actor"],
-            "request_id": r["request_id"],
-            "client_address": r["client_address"],
-            "reason": r["reason"],
-            "data": orjson.loads(r["data"]),
-        }
+    def page_statement(self, q: HistoryQuery, positions: Positions | None = None) -> tuple[str, list]:
+        """The events of `q` in position order, ``q.limit`` + 1 of them (the one more says a next page exists).
+
+        Each filter has its index within the tenant — (tenant, type | actor | aggregate_id | planning_id |
+        base_id, position) — so a page is a seek plus the rows it returns, and ``after`` (and the time
+        range's `positions`) bound the position within it. Several types: one seek per type, merged.
+        The time itself is checked on each row read (written ``+timestamp`` on SQLite, so that its
+        planner keeps to the position order rather than sort the time range).
+        """
+        where, params = ["tenant = ?"], [q.tenant]
+        for column in ("actor", "aggregate_id", "planning_id", "base_id"):
+            if value := getattr(q, column):
+                where.append(f"{column} = ?")
+                params.append(value)
+        timestamp = "timestamp" if self.is_postgres else "+timestamp"
+        if q.since:
+            where.append(f"{timestamp} >= ?")
+            params.append(iso(q.since))
+        if q.until:
+            where.append(f"{timestamp} <= ?")
+            params.append(iso(q.until))
+        low = max(q.after + 1 if q.after is not None else 0, positions.low if positions else 0)
+        if low > 0:
+            where.append("position >= ?")
+            params.append(low)
+        highs = [h for h in (q.upto, positions.high if positions else None) if h is not None]
+        if highs:
+            where.append("position <= ?")
+            params.append(min(highs))
+        limit = f"ORDER BY position LIMIT {int(q.limit) + 1}"
+        select = f"SELECT {_EVENT_COLUMNS} FROM {self.t_history} WHERE"
+        types = list(dict.fromkeys(q.types))
+        if len(types) == 1:
+            return f"{select} type = ? AND {' AND '.join(where)} {limit}", [types[0], *params]
+        if len(types) > TYPE_BRANCHES_MAX:
+            column = "type" if self.is_postgres else "+type"
+            return (f"{select} {column} IN ({','.join('?' * len(types))}) AND {' AND '.join(where)} {limit}",
+                    [*types, *params])
+        if types:
+            # One seek per type, each in position order. SQLite merges the branches and stops at the limit.
+            # PostgreSQL would read every match of every type and sort them: each branch is limited first.
+            branch = f"{select} type = ? AND {' AND '.join(where)}"
+            if self.is_postgres:
+                branches = [f"SELECT * FROM ({branch} {limit}) AS t{i}" for i in range(len(types))]
+            else:
+                branches = [branch] * len(types)
+            return " UNION ALL ".join(branches) + f" {limit}", [v for t in types for v in (t, *params)]
+        return f"{select} {' AND '.join(where)} {limit}", params
 
     def version_at(self, aggregate_id: UUID, instant: datetime) -> tuple[int, int] | None:
         """(version, position) of the aggregate's last event stamped at or before `instant`."""
@@ -272,6 +391,18 @@ class HistoryView(ProjectedView):
                 f"SELECT aggregate_id FROM {self.t_catalogue} WHERE tenant = ? AND aggregate_type = ?"
                 " ORDER BY position"), (tenant, aggregate_type))
             return [UUID(str(r["aggregate_id"])) for r in curs.fetchall()]
+
+
+def _event(row: Sequence[Any], data: Any) -> dict:
+    position, timestamp, type_, aggregate_id, aggregate_type, version, actor, request_id, address, reason, _ = row
+    return {"position": position, "timestamp": timestamp, "type": type_, "aggregate_id": aggregate_id,
+            "aggregate_type": aggregate_type, "version": version, "actor": actor, "request_id": request_id,
+            "client_address": address, "reason": reason, "data": data}
+
+
+def event_line(row: Sequence[Any]) -> bytes:
+    """One event row as a JSON line: the object the list answers, its stored data spliced in as is."""
+    return orjson.dumps(_event(row, orjson.Fragment(row[-1])), option=orjson.OPT_APPEND_NEWLINE)
 
 
 class _Scopes:

@@ -568,9 +568,9 @@ def test_history_filters_and_paging(sqlite_only_settings, clock):
         exact = client.get("/v1/console/history", headers=h, params={"limit": len(everything)}).json()
         assert exact["next"] is None and exact["events"] == everything
 
-        # The cap: 500 is the most a page holds.
-        assert client.get("/v1/console/history", headers=h, params={"limit": 500}).status_code == 200
-        assert_problem(client.get("/v1/console/history", headers=h, params={"limit": 501}), 422,
+        # The cap: 1,000 is the most a page holds (issue 11).
+        assert client.get("/v1/console/history", headers=h, params={"limit": 1000}).status_code == 200
+        assert_problem(client.get("/v1/console/history", headers=h, params={"limit": 1001}), 422,
                        fields={"query.limit"})
         assert_problem(client.get("/v1/console/history", headers=h, params={"limit": 0}), 422,
                        fields={"query.limit"})

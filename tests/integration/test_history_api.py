@@ -18,6 +18,7 @@ from api_helpers import (
     assert_problem,
     bearer,
     cheap_argon2,
+    create_user,
     history,
     make_client,
     operator_headers,
@@ -29,15 +30,19 @@ from school_helpers import (
     create_base,
     service_school,
 )
+from eventsourcing.persistence import OperationalError
 from starlette.testclient import TestClient
+from structlog.testing import capture_logs
 
 from campus.application import CampusApplication
 from campus.infra.clock import ManualClock
 from campus.infra.settings import Settings
 from campus.projections.history import HistoryQuery
 
+LIST = "/v1/console/history"
 STREAM = "/v1/console/history/stream"
 EXPORT = "/v1/console/history/export"
+SMALL_PAGE = 5  # history_page_max of `small_pages`: an export of a school at work is many pages
 
 
 @pytest.fixture
@@ -45,6 +50,14 @@ def any_client(settings: Settings, clock: ManualClock, monkeypatch: pytest.Monke
     """An in-process API client on each store."""
     cheap_argon2(monkeypatch)
     with make_client(settings, clock) as c:
+        yield c
+
+
+@pytest.fixture
+def small_pages(settings: Settings, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """An in-process API client on each store, whose history reads pages of SMALL_PAGE events."""
+    cheap_argon2(monkeypatch)
+    with make_client(settings, clock, history_page_max=SMALL_PAGE) as c:
         yield c
 
 
@@ -154,6 +167,104 @@ def test_planning_and_base_must_be_ids(any_client, path: str):
     for name in ("planning_id", "base_id"):
         r = any_client.get(path, headers=cs.console, params={name: "planning01"})
         assert_problem(r, 422, fields={f"query.{name}"})
+
+
+# -- paging and the streamed export (issue 11) ----------------------------------------------------------------
+
+def test_a_page_holds_up_to_1000_events_and_no_more(any_client):
+    cs = campus_school(any_client, users=False, base=False)
+    everything = history(any_client, cs.console)
+    # limit=1000 is accepted (the school has fewer events: one page, no next)
+    r = any_client.get(LIST, headers=cs.console, params={"limit": 1000})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"events": everything, "next": None}
+    # 1001 is refused, naming the parameter
+    assert_problem(any_client.get(LIST, headers=cs.console, params={"limit": 1001}), 422, fields={"query.limit"})
+    # a smaller page says where the next one starts
+    page = any_client.get(LIST, headers=cs.console, params={"limit": 3}).json()
+    assert page == {"events": everything[:3], "next": everything[2]["position"]}
+    # and the API document says so
+    doc = any_client.get("/openapi.json").json()
+    limit = next(p for p in doc["paths"][LIST]["get"]["parameters"] if p["name"] == "limit")
+    assert limit["schema"]["maximum"] == 1000 and limit["schema"]["default"] == 100
+
+
+def test_the_export_streams_every_page_in_order_as_the_paged_reads_give_them(small_pages):
+    # Given a school at work, with more events than a page (history_page_max=5 here)
+    cs, ids = a_school_at_work(small_pages)
+    everything = history(small_pages, cs.console)  # paged: pages of 5 (the limit is capped to the maximum)
+    assert len(everything) > 4 * SMALL_PAGE
+
+    # When the history is exported
+    with small_pages.stream("GET", EXPORT, headers=cs.console) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/x-ndjson"
+        assert r.headers["content-disposition"] == 'attachment; filename="history.jsonl"'
+        chunks = list(r.iter_raw())
+
+    # Then it came a page at a time, every event once, in position order, as the list gives them
+    lines = [line for chunk in chunks for line in chunk.splitlines()]
+    assert len(chunks) == -(-len(everything) // SMALL_PAGE)
+    assert all(chunk.endswith(b"\n") and chunk.count(b"\n") <= SMALL_PAGE for chunk in chunks)
+    exported = [orjson.loads(line) for line in lines]
+    assert exported == everything
+    positions = [e["position"] for e in exported]
+    assert positions == sorted(set(positions))
+    # filtered and resumed (`after`) the same way
+    after = everything[len(everything) // 2]["position"]
+    assert export(small_pages, cs.console, after=after) == [e for e in everything if e["position"] > after]
+    for params in ({"planning_id": cs.planning01}, {"base_id": ids["base1"]},
+                   {"type": "UserSession.Opened,Base.RecordAdded,UserSession.Closed"}):
+        assert export(small_pages, cs.console, **params) == history(small_pages, cs.console, **params), params
+
+
+def test_the_export_holds_the_events_up_to_where_the_history_was_when_it_began(small_pages):
+    cs, _ = a_school_at_work(small_pages)
+    before = history(small_pages, cs.console)
+
+    with small_pages.stream("GET", EXPORT, headers=cs.console) as r:
+        chunks = r.iter_raw()
+        first = next(chunks)
+        # While the export is being read, the school records new events, and they reach the view
+        create_user(small_pages, cs.school, "nouveau")
+        after = history(small_pages, cs.console)
+        assert "DirectoryUser.Created" in {e["type"] for e in after[len(before):]}
+        rest = list(chunks)
+
+    # Then the export is the history as it was when it began: nothing of what came after
+    exported = [orjson.loads(line) for chunk in (first, *rest) for line in chunk.splitlines()]
+    assert exported == before
+    # and the next export has them
+    assert export(small_pages, cs.console) == after
+
+
+def test_a_store_failure_in_the_middle_of_an_export_cuts_it_short(small_pages, monkeypatch: pytest.MonkeyPatch):
+    cs, _ = a_school_at_work(small_pages)
+    everything = history(small_pages, cs.console)
+    view = small_pages.app.state.campus.history  # type: ignore[attr-defined]
+    read = view._rows
+    calls = []
+
+    def failing_after_the_first_page(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) > 1:
+            raise OperationalError("the store went away")
+        return read(*args)
+
+    monkeypatch.setattr(view, "_rows", failing_after_the_first_page)
+    with capture_logs() as logs:
+        r = small_pages.get(EXPORT, headers=cs.console)
+    # The answer had started: it stops after what was sent (over HTTP, without the end of the chunked
+    # body, so the client sees an incomplete download), and the log says why
+    assert r.status_code == 200
+    assert [orjson.loads(line) for line in r.content.splitlines()] == everything[:SMALL_PAGE]
+    cut = [e for e in logs if e["event"] == "history_export_cut"]
+    assert cut and cut[0]["error_type"] == "OperationalError", logs
+
+    # A failure before the first byte is a problem like any other
+    calls.clear()
+    monkeypatch.setattr(view, "_rows", lambda *args: (_ for _ in ()).throw(OperationalError("down")))
+    assert_problem(small_pages.get(EXPORT, headers=cs.console), 503)
 
 
 # -- the stream's contract ----------------------------------------------------------------------------------
