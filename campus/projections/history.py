@@ -76,7 +76,10 @@ def to_json_bytes(value: Any) -> bytes:
 
 def iso(instant: datetime) -> str:
     """Fixed-width UTC ISO text: sorts as text the way instants sort in time."""
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if instant.tzinfo is not timezone.utc:
+        instant = instant.astimezone(timezone.utc)
+    # isoformat is C code, several times faster than strftime (the views call this for every event).
+    return instant.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True)

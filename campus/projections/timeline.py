@@ -230,7 +230,9 @@ class TimelineView(ProjectedView):
         header_changed = False
         if name in _RECORD_EVENTS:
             for kind, record_id, fields in self._record_changes(curs, tip, base_id, name, event):
-                rows.append((record_id, kind, self._birth(curs, tip, base_id, record_id, n.id, fields), fields))
+                # RecordAdded always names a new id (uuid4, bases.add_record): its life begins here, no lookup.
+                birth = n.id if name == "RecordAdded" else self._birth(curs, tip, base_id, record_id, n.id, fields)
+                rows.append((record_id, kind, birth, fields))
         else:
             self._flush(curs)
             rows, header_changed = self._apply_generic(curs, tip, base_id, event, n.id)
