@@ -15,7 +15,7 @@ from eventsourcing.application import Application, Repository
 from eventsourcing.persistence import Transcoder
 from eventsourcing.utils import Environment, register_topic
 
-from campus.aggregates.school_base import Base
+from campus.aggregates.school_base import Base, snapshot_topic
 from campus.commands import CommandPath
 from campus.infra.clock import Clock, SystemClock
 from campus.infra.locks import StoreLocks
@@ -31,6 +31,7 @@ from campus.services.accounts import Accounts
 from campus.services.backup_schedule import BackupSchedule
 from campus.services.backups import Backups
 from campus.services.base import Core, Service
+from campus.services.base_snapshots import BaseSnapshots
 from campus.services.bases import Bases
 from campus.services.console_sessions import ConsoleSessions
 from campus.services.controllers import Controllers
@@ -62,16 +63,16 @@ SERVICES: dict[str, type[Service]] = {
     "accounts": Accounts, "console_sessions": ConsoleSessions, "controllers": Controllers,
     "plannings": Plannings, "users": Users, "bases": Bases, "user_sessions": UserSessions,
     "login_guard": LoginGuard, "exchange": Exchange, "time_machine": TimeMachine, "backups": Backups,
-    "backup_schedule": BackupSchedule,
+    "backup_schedule": BackupSchedule, "base_snapshots": BaseSnapshots,
     "school_year": SchoolYear, "publication": Publication, "mail": Mail, "outbox": Outbox, "account_page": AccountPage,
 }
 
 
 class CampusApplication(Application):
     name = "campus"
-    # No library snapshots for now: taken inside a command they held a big school's lock for
-    # 1-2 s at each 5,000th event, and on SQLite every read looked them up (bench/large_school.py).
-    # Long bases are served from BaseCache instead; see docs/DECISIONS.md.
+    # Library snapshots of bases only, taken in the background by one server (services/base_snapshots.py),
+    # never inside a command: taken there they held a big school's lock for 1-2 s at each 5,000th event.
+    # Replay starts from one of the current layout (campus/repository.py); see docs/DECISIONS.md.
 
     accounts: Accounts
     console_sessions: ConsoleSessions
@@ -84,6 +85,7 @@ class CampusApplication(Application):
     exchange: Exchange
     time_machine: TimeMachine
     backups: Backups
+    base_snapshots: BaseSnapshots
     school_year: SchoolYear
     publication: Publication
     mail: Mail
@@ -94,6 +96,7 @@ class CampusApplication(Application):
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         env = settings.persistence_env()
+        env["IS_SNAPSHOTTING_ENABLED"] = "y"  # the library's snapshot table (bases' snapshots: base_snapshots)
         if not settings.uses_postgres:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.locks = StoreLocks(env, settings.data_dir)
@@ -130,8 +133,14 @@ class CampusApplication(Application):
         return MsgpackTranscoder()
 
     def construct_repository(self) -> Repository:
-        # Bases are kept by the bases service (BaseCache), changed in place under the school's guard.
-        return CommandRepository(event_store=self.events, snapshot_store=self.snapshots, uncached=(Base,))
+        # Bases are kept by the bases service (BaseCache), changed in place under the school's guard; their
+        # replay starts from a snapshot of the current layout (the only ones used).
+        return CommandRepository(event_store=self.events, snapshot_store=self.snapshots, uncached=(Base,),
+                                 snapshot_topics=(snapshot_topic(),))
+
+    def close(self) -> None:
+        self.commands.close()
+        super().close()
 
     def save(self, *objs: Any, **kwargs: Any) -> list:
         """Every save goes through the command path (campus/commands.py), never the library's own."""

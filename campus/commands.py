@@ -41,6 +41,7 @@ commits on its own, whatever becomes of the outer one.
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -119,6 +120,7 @@ class CommandPath:
         self.shared: Callable[[Any], bool] = lambda aggregate: False  # the repository's cached object?
         self._connections = threading.BoundedSemaphore(COMMAND_CONNECTIONS)
         self._local = threading.local()
+        self._log_reader: sqlite3.Connection | None = None  # SQLite: log_after's own connection
 
     def _held_schools(self) -> set:
         """The schools whose guard this thread holds (a command inside a command of one of them is nested)."""
@@ -136,12 +138,21 @@ class CommandPath:
         self._on_commit.append(committed)
 
     def log_after(self, position: int) -> list[tuple[int, Any]]:
-        """SQLite: (position, aggregate id) of the events after `position`, in order, at most CATCH_UP_ROWS."""
-        with self.recorder.datastore.get_connection(commit=False) as conn:
-            rows = conn._sqlite_conn.execute(  # noqa: SLF001 - one statement, no transaction needed
-                f"SELECT rowid, originator_id FROM {self.table} WHERE rowid > ?"
-                f" ORDER BY rowid LIMIT {CATCH_UP_ROWS}", (position,)).fetchall()
+        """SQLite: (position, aggregate id) of the events after `position`, in order, at most CATCH_UP_ROWS.
+        Called by one thread at a time (the repository's catch-up), on a connection of its own."""
+        if self._log_reader is None:
+            pool = self.recorder.datastore.pool
+            self._log_reader = sqlite3.connect(pool.db_name, uri=True, check_same_thread=False,
+                                               isolation_level=None, timeout=10)
+        rows = self._log_reader.execute(
+            f"SELECT rowid, originator_id FROM {self.table} WHERE rowid > ? ORDER BY rowid LIMIT {CATCH_UP_ROWS}",
+            (position,)).fetchall()
         return [(row[0], UUID(row[1])) for row in rows]
+
+    def close(self) -> None:
+        if self._log_reader is not None:
+            self._log_reader.close()
+            self._log_reader = None
 
     # -- running a command ------------------------------------------------------------------
     def run(self, tenant: Any, body: Callable[[], T]) -> T:

@@ -7,21 +7,32 @@ processes may have written since a state was kept: on PostgreSQL each read fast-
 from the store (events after its version); on SQLite, where positions commit in order, one look at the
 log per command and per HTTP request (:func:`fresh_reads`) finds what others changed since the last
 look and drops it. See docs/DECISIONS.md, "At the speed of the disk".
+
+Replay starts from the aggregate's newest library snapshot at or below the wanted version, if its stored
+topic is one of ``snapshot_topics`` (the current layouts: older ones are ignored), else from the first
+event.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
-from eventsourcing.application import Repository
+import structlog
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.persistence import PersistenceError
 
 from campus.commands import CATCH_UP_ROWS, Scope, current_scope
+
+log = structlog.get_logger("campus.repository")
 
 AGGREGATE_CACHE_SIZE = 20_000  # committed aggregates kept in memory (sessions, users, plannings, ...)
 
@@ -36,24 +47,29 @@ class CommandRepository(Repository):
     - Other processes may have written since: on PostgreSQL each read fast-forwards the aggregate from the
       store; on SQLite, where positions commit in order, one look at the log's head per command and per
       HTTP request (:func:`fresh_reads`) finds what others changed since the last look, and drops it.
-    - Replay uses a projector without the library's per-event runtime-protocol check.
+    - Replay uses a projector without the library's per-event runtime-protocol check, and starts from the
+      newest snapshot at or below the wanted version when it is of a current layout (`snapshot_topics`).
     """
 
     def __init__(self, *args: Any, uncached: tuple[type, ...] = (), cache_size: int = AGGREGATE_CACHE_SIZE,
-                 head: Callable[[int], list[tuple[int, Any]]] | None = None, **kwargs: Any) -> None:
+                 head: Callable[[int], list[tuple[int, Any]]] | None = None,
+                 snapshot_topics: Iterable[str] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.memory = AggregateCache(cache_size)
         self.uncached = uncached  # kinds kept elsewhere (bases: BaseCache) or too big to keep
         self.head = head  # SQLite: the log after a position, as (position, aggregate id); None: fast-forward
+        self.snapshot_topics = frozenset(snapshot_topics)  # stored topics of snapshots replay may start from
 
-    def get(self, aggregate_id: Any, *, version: int | None = None, **kwargs: Any) -> Any:
+    def get(self, aggregate_id: Any, *, version: int | None = None, read_only: bool = False, **kwargs: Any) -> Any:
+        """The aggregate, as of now or at `version`. Inside a command, a copy the command may change, unless
+        `read_only` (the caller promises not to change it: it gets the state other readers share)."""
         scope = current_scope()
         if version is not None:
             return self._reconstruct_aggregate(aggregate_id, version, project)
         if scope is not None and aggregate_id in scope.saved:
             return scope.saved[aggregate_id]
         aggregate, shared = self._fresh(aggregate_id, scope)
-        return copy.deepcopy(aggregate) if shared and scope is not None else aggregate
+        return copy.deepcopy(aggregate) if shared and scope is not None and not read_only else aggregate
 
     def _fresh(self, aggregate_id: Any, scope: Scope | None) -> tuple[Any, bool]:
         """The aggregate's committed state, as of now (from memory, fast-forwarded, or replayed), and
@@ -85,6 +101,36 @@ class CommandRepository(Repository):
         if reads is not None:
             reads.fresh = True
         return seen
+
+    def _reconstruct_aggregate(self, aggregate_id: Any, version: int | None, projector_func: Any) -> Any:
+        """The aggregate at `version` (None: the last), replayed into a new object nobody else holds: from
+        its newest usable snapshot at or below that version (:meth:`usable_snapshot`), then the events
+        after it. The cyclic garbage collector is paused meanwhile (:func:`collector_paused`)."""
+        with collector_paused():
+            snapshot = self.usable_snapshot(aggregate_id, version)
+            events = self.event_store.get(originator_id=aggregate_id,
+                                          gt=snapshot.originator_version if snapshot else None, lte=version)
+            aggregate = projector_func(None, chain([snapshot] if snapshot else [], events))
+        if aggregate is None:
+            raise AggregateNotFoundError(f"Aggregate {aggregate_id!r} version {version!r} not found.")
+        return aggregate
+
+    def usable_snapshot(self, aggregate_id: Any, version: int | None = None) -> Any:
+        """The newest snapshot of the aggregate at or below `version`, if it is of a current layout
+        (stored under one of `snapshot_topics`) and decodes; else None (replay from the first event)."""
+        if self.snapshot_store is None or not self.snapshot_topics:
+            return None
+        stored = self.snapshot_store.recorder.select_events(aggregate_id, desc=True, limit=1, lte=version)
+        if not stored or stored[0].topic not in self.snapshot_topics:
+            return None
+        try:
+            return self.snapshot_store.mapper.to_domain_event(stored[0])
+        except PersistenceError:
+            raise
+        except Exception:  # noqa: BLE001 - a snapshot is only a speed-up: replay from the events instead
+            log.warning("snapshot_unreadable", aggregate_id=str(aggregate_id), version=stored[0].originator_version,
+                        exc_info=True)
+            return None
 
     def is_shared(self, aggregate: Any) -> bool:
         """Whether this object is the one readers share (to be changed only through a copy)."""
@@ -191,6 +237,36 @@ class AggregateCache:
             if rows:
                 self.seen = max(self.seen, rows[-1][0])
                 self._own = {p for p in self._own if p > self.seen}
+
+
+_collector_pauses = 0  # replays running in this process with the cyclic garbage collector paused
+_collector_was_enabled = False
+_collector_lock = threading.Lock()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a replay builds its aggregate (in any thread; it
+    resumes when the last replay ends, if it was running before the first).
+
+    Decoding a big state makes a million new objects, and each few hundred of them start a collection
+    that walks the young ones, and regularly every object of the process: measured on a 92,742-record
+    base, the decoding of its snapshot took 1.4 s with the collector and 0.55 s without. A replay
+    makes no cyclic garbage (reference counting frees the events it folds); whatever other threads
+    make meanwhile is collected once it resumes."""
+    global _collector_pauses, _collector_was_enabled
+    with _collector_lock:
+        if _collector_pauses == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.disable()
+        _collector_pauses += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector_pauses -= 1
+            if _collector_pauses == 0 and _collector_was_enabled:
+                gc.enable()
 
 
 def project(aggregate: Any, events: Any) -> Any:

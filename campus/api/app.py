@@ -102,6 +102,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         # Saves, archives, year operations, clean-ups: in one server at a time.
         scheduler = app_service.backup_schedule.start_scheduler(stop)
         mail_sender = app_service.outbox.start_mail_sender(stop)
+        # Snapshots of bases that grew, outside any school's serialisation: in one server at a time.
+        base_snapshots = app_service.base_snapshots.start_snapshotter(stop)
         warm_up = threading.Thread(target=_warm_up, args=(app_service, stop), name="campus-warm-up", daemon=True)
         warm_up.start()
         log.info("started", store="postgres" if settings.uses_postgres else "sqlite", version=campus_version(),
@@ -110,7 +112,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         stop.set()
         restore_signals()
         # Background threads end before the store closes (never log or query after shutdown).
-        for thread in (follower, timeline_follower, scheduler, warm_up, mail_sender):
+        for thread in (follower, timeline_follower, scheduler, warm_up, mail_sender, base_snapshots):
             thread.join(timeout=10)
         app_service.close()
 

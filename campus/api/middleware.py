@@ -26,6 +26,7 @@ written by the client and is never believed (see :func:`client_address`).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import time
@@ -58,6 +59,7 @@ def trusted_networks(proxies: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few peers (a proxy, the schools' addresses) again and again
 def normalise_address(text: str | None) -> str | None:
     """An IP address in its canonical text (IPv4-mapped IPv6 as IPv4); other peers as given."""
     if not text:

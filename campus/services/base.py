@@ -87,10 +87,11 @@ class Service:
             finally:
                 reset_clock(token)
 
-    def _get(self, cls: type[A], aggregate_id: UUID, account_id: UUID, what: str) -> A:
-        """The aggregate, if it is a `cls` of this school; else 404 (another school's is not found either)."""
+    def _get(self, cls: type[A], aggregate_id: UUID, account_id: UUID, what: str, *, read_only: bool = False) -> A:
+        """The aggregate, if it is a `cls` of this school; else 404 (another school's is not found either).
+        `read_only`: the caller will not change it (no copy inside a command: campus/repository.py)."""
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate = self.repository.get(aggregate_id, read_only=read_only)
         except AggregateNotFoundError:
             raise NotFound(f"{what} not found") from None
         if not isinstance(aggregate, cls) or aggregate.account_id != account_id:

@@ -283,7 +283,8 @@ class Bases(Service):
         self._run(account_id, body)
 
     def writable_base(self, account_id: UUID, planning_id: UUID) -> tuple[Planning, Base]:
-        planning = self.plannings.get_planning(account_id, planning_id)
+        """The planning's base, to change in a command (the planning is only read: it is not copied)."""
+        planning = self.plannings.get_planning(account_id, planning_id, read_only=True)
         if planning.base_id is None:
             raise NotFound(f"planning {planning.name!r} has no base yet: create or load one")
         return planning, self.get_base(account_id, planning.base_id)

@@ -45,8 +45,8 @@ class Plannings(Service):
         account = self.accounts.get_account(account_id)
         return [self._get(Planning, pid, account_id, "planning") for pid in account.planning_ids]
 
-    def get_planning(self, account_id: UUID, planning_id: UUID) -> Planning:
-        return self._get(Planning, planning_id, account_id, "planning")
+    def get_planning(self, account_id: UUID, planning_id: UUID, *, read_only: bool = False) -> Planning:
+        return self._get(Planning, planning_id, account_id, "planning", read_only=read_only)
 
     def get_planning_by_text(self, account_id: UUID, planning_id: str) -> Planning:
         try:
