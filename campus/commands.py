@@ -70,13 +70,13 @@ from campus.infra.clock import (
     use_clock,
 )
 from campus.infra.locks import StoreLocks
-from campus.infra.store import bind_connection
+from campus.infra.store import LOCK_TIMEOUT_MS, bind_connection
 
 log = structlog.get_logger("campus.commands")
 
 T = TypeVar("T")
 ATTEMPTS = 8  # conflicts with other schools' commands: re-run up to this many times
-GUARD_LOCK_TIMEOUT_MS = 30_000  # PostgreSQL: how long a command waits for its school's advisory lock
+GUARD_LOCK_TIMEOUT_MS = LOCK_TIMEOUT_MS  # PostgreSQL: how long a command waits for its school's advisory lock
 # PostgreSQL: commands holding a connection at once; the rest of the pool (20) stays free for reads
 # outside commands and for the views' followers, which a command may wait for.
 COMMAND_CONNECTIONS = 12
@@ -218,8 +218,11 @@ class CommandPath:
             try:
                 datastore = self.recorder.datastore
                 with datastore.get_connection() as conn, conn.transaction():
-                    conn.execute(f"SET LOCAL lock_timeout = '{GUARD_LOCK_TIMEOUT_MS}ms'")
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.locks.school_key(tenant),))
+                    # One round trip: the school (waiting at most the connection's lock_timeout,
+                    # LOCK_TIMEOUT_MS: campus/infra/store.py) and the transaction's id, taken
+                    # before the sequence gives ids to its events (see _insert_postgres).
+                    conn.execute("SELECT pg_advisory_xact_lock(%s), pg_current_xact_id()",
+                                 (self.locks.school_key(tenant),))
                     yield conn
             finally:
                 self._connections.release()
@@ -299,8 +302,8 @@ class CommandPath:
     def _insert(self, curs: Any, scope: Scope, stored: list[StoredEvent]) -> None:
         try:
             if stored:
-                scope.positions = (self._insert_postgres(curs, stored) if self.is_postgres
-                                   else self._insert_sqlite(curs, stored))
+                scope.positions = (self._insert_postgres(curs, stored, has_id=scope.connection is not None)
+                                   if self.is_postgres else self._insert_sqlite(curs, stored))
             for write in scope.writes:
                 write(curs)
         except IntegrityError as exc:
@@ -317,10 +320,12 @@ class CommandPath:
             positions.append(curs.lastrowid)
         return positions
 
-    def _insert_postgres(self, curs: Any, stored: list[StoredEvent]) -> list[int]:
+    def _insert_postgres(self, curs: Any, stored: list[StoredEvent], *, has_id: bool) -> list[int]:
         # The transaction gets its id before the sequence gives ids to its events: a view
         # follower that sees a gap in the ids knows which transactions could still fill it.
-        curs.execute("SELECT pg_current_xact_id()")
+        # (`has_id`: the school's guard took it with the lock, in the same transaction.)
+        if not has_id:
+            curs.execute("SELECT pg_current_xact_id()")
         # One statement (not psycopg's pipeline, which hung on multi-megabyte commands).
         values = ",".join(["(%s,%s,%s,%s)"] * len(stored))
         params: list[Any] = []

@@ -94,6 +94,9 @@ class CampusPostgresDatastore(PostgresDatastore):
             raise  # pragma: no cover
 
 
+LOCK_TIMEOUT_MS = 30_000  # PostgreSQL: the longest wait for a lock (a school's guard among them)
+
+
 class CampusPostgresFactory(PostgresFactory):
     """The library's factory, with a statement timeout on every connection (``POSTGRES_STATEMENT_TIMEOUT``,
     seconds) and connections bindable to a command."""
@@ -103,5 +106,8 @@ class CampusPostgresFactory(PostgresFactory):
     def __init__(self, env: Environment | EnvType | None) -> None:
         super().__init__(env)
         seconds = float(self.env.get(self.POSTGRES_STATEMENT_TIMEOUT) or "60")
-        self.datastore.pool.kwargs["options"] = f"-c statement_timeout={int(seconds * 1000)}"
+        # lock_timeout: how long a command waits for its school's advisory lock (campus/commands.py) or any
+        # other lock; both bounds on every connection, so no statement needs a SET of its own.
+        self.datastore.pool.kwargs["options"] = (f"-c statement_timeout={int(seconds * 1000)}"
+                                                 f" -c lock_timeout={LOCK_TIMEOUT_MS}")
         self.datastore.__class__ = CampusPostgresDatastore
