@@ -55,6 +55,7 @@ from uuid import UUID
 import structlog
 from eventsourcing.persistence import (
     IntegrityError,
+    OperationalError,
     PersistenceError,
     RecordConflictError,
     StoredEvent,
@@ -69,6 +70,7 @@ from campus.infra.clock import (
     reset_clock,
     use_clock,
 )
+from campus.infra.group_commit import GroupCommit
 from campus.infra.locks import StoreLocks
 from campus.infra.store import LOCK_TIMEOUT_MS, bind_connection
 
@@ -121,6 +123,8 @@ class CommandPath:
         self._connections = threading.BoundedSemaphore(COMMAND_CONNECTIONS)
         self._local = threading.local()
         self._log_reader: sqlite3.Connection | None = None  # SQLite: log_after's own connection
+        # SQLite: commands of different schools appending at the same moment share one transaction.
+        self.group = None if self.is_postgres else GroupCommit(lambda: recorder.datastore.transaction(commit=True))
 
     def _held_schools(self) -> set:
         """The schools whose guard this thread holds (a command inside a command of one of them is nested)."""
@@ -296,6 +300,9 @@ class CommandPath:
             with scope.connection.cursor() as curs:
                 self._insert(curs, scope, stored)
             return
+        if self.group is not None:  # SQLite: with the other schools' commands of this moment, one commit
+            self.group.run(lambda curs: self._insert(curs, scope, stored))
+            return
         with self.recorder.datastore.transaction(commit=True) as curs:
             self._insert(curs, scope, stored)
 
@@ -306,10 +313,15 @@ class CommandPath:
                                    if self.is_postgres else self._insert_sqlite(curs, stored))
             for write in scope.writes:
                 write(curs)
-        except IntegrityError as exc:
+        except (IntegrityError, sqlite3.IntegrityError) as exc:
             if _is_version_conflict(exc, self.table):
                 raise RecordConflictError(str(exc)) from None
+            if isinstance(exc, sqlite3.Error):
+                raise IntegrityError(str(exc)) from exc
             raise
+        except sqlite3.Error as exc:  # SQLite's cursor raises its own errors: the library's, as elsewhere
+            raise (OperationalError if isinstance(exc, sqlite3.OperationalError) else PersistenceError)(
+                str(exc)) from exc
 
     def _insert_sqlite(self, curs: Any, stored: list[StoredEvent]) -> list[int]:
         positions = []

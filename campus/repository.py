@@ -89,6 +89,11 @@ class CommandRepository(Repository):
         aggregate = project(copy.deepcopy(cached), new_events)  # copy on write: readers keep theirs
         return aggregate, self.memory.put(aggregate)
 
+    def look_at_head(self) -> int | None:
+        """SQLite: bring memory up to date with the log (once per command / HTTP request) and return the
+        position it is right up to; None on PostgreSQL (each read fast-forwards instead)."""
+        return self._look_at_head(current_scope())
+
     def _look_at_head(self, scope: Scope | None) -> int | None:
         """SQLite: drop what other processes changed since the last look (once per command, once per
         HTTP request, at every read elsewhere); the position up to which memory is now right."""
@@ -207,6 +212,12 @@ class AggregateCache:
         with self._lock:
             for aggregate_id in ids:
                 self._entries.pop(aggregate_id, None)
+
+    def changed_since(self, aggregate_id: Any, position: int) -> bool:
+        """Whether another process may have changed the aggregate after `position` (as far as the log was
+        read: call after a catch-up). Changes older than the remembered ones count as possible."""
+        with self._lock:
+            return self._changed.get(aggregate_id, self._forgotten_changes) > position
 
     def own(self, positions: list[int]) -> None:
         """Positions this process wrote: nothing to drop when the log is read past them."""

@@ -40,43 +40,58 @@ class BaseCache:
         self.core = core
         self.size = size
         self._bases: OrderedDict[UUID, Base] = OrderedDict()
+        self._synced: dict[UUID, int] = {}  # SQLite: base id -> log position its state is known right at
         self._lock = threading.Lock()
 
     def get(self, base_id: UUID) -> Base:
         self.core.commands.touch(base_id)
+        repository = self.core.repository
+        seen = repository.look_at_head()  # SQLite: the log position memory is right up to (else None)
         with self._lock:
             base = self._bases.pop(base_id, None)
+            synced = self._synced.get(base_id)
         if base is None:
-            base = self.core.repository.get(base_id)
-        else:
+            base = repository.get(base_id)
+        elif seen is None or synced is None or repository.memory.changed_since(base_id, synced):
+            # Another process may have written to it: the events after the version we hold.
             for event in self.core.events.get(base_id, gt=base.version):
                 event.mutate(base)
-        self._keep(base)
+        # (SQLite, nothing written by another process since: no query. This process's own changes are
+        # made to this very object under the school's guard.)
+        self._keep(base, seen)
         return base
 
     def put(self, base: Base) -> None:
         """Keep a base built in memory by the current command (dropped if that command fails)."""
         self.core.commands.touch(base.id)
-        self._keep(base)
+        self._keep(base, self.core.repository.look_at_head())
 
-    def _keep(self, base: Base) -> None:
+    def _keep(self, base: Base, seen: int | None) -> None:
         with self._lock:
             self._bases[base.id] = base
+            if seen is None:
+                self._synced.pop(base.id, None)
+            else:
+                self._synced[base.id] = seen  # up to date with every other process's change up to `seen`
             while len(self._bases) > self.size:
-                self._bases.popitem(last=False)
+                dropped, _ = self._bases.popitem(last=False)
+                self._synced.pop(dropped, None)
 
     def forget(self, base_ids: set[UUID]) -> None:
         """Drop these bases (a failed command touched them)."""
         with self._lock:
             for base_id in base_ids:
                 self._bases.pop(base_id, None)
+                self._synced.pop(base_id, None)
 
     def drop(self, base_id: UUID | None = None) -> None:
         with self._lock:
             if base_id is None:
                 self._bases.clear()
+                self._synced.clear()
             else:
                 self._bases.pop(base_id, None)
+                self._synced.pop(base_id, None)
 
 
 class Bases(Service):

@@ -108,3 +108,22 @@ def test_memory_catching_up_with_the_log_drops_what_others_wrote_and_keeps_its_o
     # A state of `first` read before position 6 (say, replayed while another process wrote) is not kept.
     assert cache.put(first, as_of=5) is False and cache.get(first.id) is None
     assert cache.put(first, as_of=7) is True and cache.get(first.id) is first
+
+
+def test_a_base_changed_by_another_server_is_read_and_built_on(app: CampusApplication,
+                                                               second: CampusApplication) -> None:
+    """Bases are kept in memory too (BaseCache): a record another server added is listed at once, and the
+    next change here follows it (no version written twice, none skipped)."""
+    from school_helpers import service_school
+
+    with acting("manager:test"):
+        account_id, planning_id = service_school(app)
+        _, here, _ = app.bases.add_record(account_id, planning_id, "subjects", {"name": "Maths"})
+        _, there, _ = second.bases.add_record(account_id, planning_id, "subjects", {"name": "Physique"})
+        seen_here = {record_id for record_id, _ in app.bases.list_records(account_id, planning_id, "subjects")[0]}
+        assert seen_here == {here, there}, "the other server's record is listed here at once"
+        _, again, _ = app.bases.add_record(account_id, planning_id, "subjects", {"name": "Chimie"})
+    listed = {record_id for record_id, _ in app.bases.list_records(account_id, planning_id, "subjects")[0]}
+    assert listed == {here, there, again}
+    replayed = app.repository.get(app.bases.current_base(account_id, planning_id)[1].id, version=None)
+    assert set(replayed.records["subjects"]) == {here, there, again}
