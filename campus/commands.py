@@ -52,6 +52,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
+import psycopg
 import structlog
 from eventsourcing.persistence import (
     IntegrityError,
@@ -313,12 +314,12 @@ class CommandPath:
                                    if self.is_postgres else self._insert_sqlite(curs, stored))
             for write in scope.writes:
                 write(curs)
-        except (IntegrityError, sqlite3.IntegrityError) as exc:
+        except (IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError) as exc:
             if _is_version_conflict(exc, self.table):
                 raise RecordConflictError(str(exc)) from None
-            if isinstance(exc, sqlite3.Error):
-                raise IntegrityError(str(exc)) from exc
-            raise
+            # Refused for another reason (a constraint or trigger of the database): nothing to retry, a
+            # store that refused (503), not "changed concurrently" after eight attempts.
+            raise PersistenceError(f"the store refused the change: {exc}") from exc
         except sqlite3.Error as exc:  # SQLite's cursor raises its own errors: the library's, as elsewhere
             raise (OperationalError if isinstance(exc, sqlite3.OperationalError) else PersistenceError)(
                 str(exc)) from exc

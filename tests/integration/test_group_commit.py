@@ -25,6 +25,7 @@ from campus.infra.settings import Settings
 
 SCHOOLS = 4
 MARKER = "REFUSE-ME"
+CONSTRAINT_MARKER = "CONSTRAINT-ME"
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CampusAppl
         # parses text that is not JSON.
         db.execute(f"CREATE TRIGGER refuse_marked BEFORE INSERT ON stored_events WHEN instr(NEW.state, "
                    f"CAST('{MARKER}' AS BLOB)) > 0 BEGIN SELECT json('not json'); END")
+        # A constraint of the database refuses it (an integrity error that is not a version conflict).
+        db.execute(f"CREATE TRIGGER constrain_marked BEFORE INSERT ON stored_events WHEN instr(NEW.state, "
+                   f"CAST('{CONSTRAINT_MARKER}' AS BLOB)) > 0 BEGIN SELECT RAISE(ABORT, 'refused by a constraint'); END")
     try:
         yield app, schools, store_settings
     finally:
@@ -114,3 +118,13 @@ def test_commands_of_different_schools_share_transactions(world) -> None:  # noq
     run_together(app, schools, [[False] * 25] * SCHOOLS, "shared")
     assert group.writes - writes == SCHOOLS * 25
     assert group.transactions - transactions < SCHOOLS * 25, "no command ever shared a commit"
+
+
+def test_a_refusal_by_a_constraint_of_the_store_is_a_503_not_a_conflict(world) -> None:  # noqa: ANN001
+    """Only a version conflict is retried (and answered 409 if it lasts); any other integrity error of the
+    store is a refusal: 503 at once, nothing stored."""
+    app, schools, store_settings = world
+    with pytest.raises(StoreUnavailable):
+        add(app, schools[0], f"x-{CONSTRAINT_MARKER}")
+    assert f"x-{CONSTRAINT_MARKER}" not in stored_subjects(store_settings, schools)
+    assert add(app, schools[0], "after the refusal")  # the school goes on
