@@ -14,7 +14,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import time
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -139,13 +139,26 @@ def _create_exclusive(partial: Path, min_age: float) -> int:
 
 
 def old_enough(path: Path, min_age: float) -> bool:
-    """Whether `path` was last modified at least `min_age` seconds ago (wall clock, as file times are)."""
+    """Whether `path` was last modified at least `min_age` seconds ago, by the clock of the file system
+    that stamped it (a file written just now in the same folder tells its "now"; the application's clock
+    is for events, and a shared folder's server may not agree with this machine's)."""
     if min_age <= 0:
         return True
     try:
-        return time.time() - path.stat().st_mtime >= min_age
+        modified = path.stat().st_mtime
     except FileNotFoundError:
         return False
+    return _folder_now(path.parent) - modified >= min_age
+
+
+def _folder_now(folder: Path) -> float:
+    """The file system's current time in `folder`: the modification time of a file created there now."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".clock-")
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 @contextlib.contextmanager
